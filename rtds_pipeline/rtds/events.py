@@ -1,0 +1,40 @@
+"""Event types, device types and the envelope facts of the RTDS stream."""
+
+from __future__ import annotations
+
+# The 43 filterable event types of the spec (connect/spec.json, Version 8).
+EVENT_TYPES: tuple[str, ...] = (
+    "ATTRIBUTE_OPERATION", "CLOSE", "COMPLIANCE", "CONTACT_CHANGE", "CONTROL", "CUSTOM",
+    "FEATURE_FLAG_INTERACTION", "FIRST_OPEN", "FIRST_OPT_IN", "IN_APP_BUTTON_TAP",
+    "IN_APP_EXPERIENCES", "IN_APP_FORM_DISPLAY", "IN_APP_FORM_RESULT", "IN_APP_MESSAGE_CONTROL",
+    "IN_APP_MESSAGE_DISPLAY", "IN_APP_MESSAGE_EXCLUSION", "IN_APP_MESSAGE_EXPIRATION",
+    "IN_APP_MESSAGE_RESOLUTION", "IN_APP_PAGE_SWIPE", "IN_APP_PAGE_VIEW", "IN_APP_PAGER_COMPLETED",
+    "IN_APP_PAGER_SUMMARY", "LABEL_EVENT", "LOCATION", "MOBILE_ORIGINATED", "OPEN", "PUSH_BODY",
+    "REGION", "RICH_CONTROL", "RICH_DELETE", "RICH_DELIVERY", "RICH_READ", "SCREEN_VIEWED", "SEND",
+    "SEND_ABORTED", "SEND_REJECTED", "SHORT_LINK_CLICK", "SUBSCRIPTION", "SUBSCRIPTION_LIST",
+    "TAG_CHANGE", "UNINSTALL", "WEB_CLICK", "WEB_SESSION",
+)
+EVENT_TYPE_SET = frozenset(EVENT_TYPES)
+
+# Synthetic keep-alive carrying a position; never stored, never filtered.
+OFFSET_UPDATE = "OFFSET_UPDATE"
+
+# Filter values are lower case; event payloads carry the upper-case form.
+DEVICE_TYPES: tuple[str, ...] = ("android", "ios", "amazon", "web", "email", "sms", "open")
+COMPLIANCE_DEVICE_TYPES: tuple[str, ...] = ("email", "sms")
+
+ACCEPT = "application/vnd.urbanairship+x-ndjson; version=3;"
+EVENTS_PATH = "/api/events"
+COMPLIANCE_PATH = "/api/events/general"
+
+# Airship's rule: no byte for this long means the connection is dead.
+IDLE_RECONNECT_SECONDS = 90.0
+# Airship drops events older than this; a landing reader may see them up to this age.
+MAX_EVENT_AGE_DAYS = 90
+# Retention of the stream per app.
+RETENTION_DAYS = 7
+
+BASE_URLS = {
+    "na": "https://connect.urbanairship.com",
+    "eu": "https://connect.asnapieu.com",
+}
