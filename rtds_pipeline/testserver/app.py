@@ -424,7 +424,7 @@ class _Stream:
             ("Transfer-Encoding", "chunked"), ("Cache-Control", "no-cache")]))
         w.write(http.chunk(GZIP_HEADER))
         keepalive = self.server.config.keepalive_seconds
-        while not self.server._stopping.is_set():
+        while not self.server._stopping.is_set() and not w.is_closing():
             if self.token is not None and self.token.revoked:
                 return self._finish()
             if self.seq >= self.log.next_seq:

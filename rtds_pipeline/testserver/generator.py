@@ -408,7 +408,8 @@ class LifecycleGenerator:
                 "page_index": len(pages) - 1, "page_count": len(pages)}, ch))
         out.append(self.event("IN_APP_PAGER_SUMMARY", t + 100, t + 100 + self.lag(), dev, {
             **base, "pager_identifier": pager, "page_count": len(pages), "completed": completed,
-            "viewed_pages": viewed}, ch))
+            # The schema declares one object here (Airship's examples show an array).
+            "viewed_pages": viewed[-1]}, ch))
         out.append(self.event("IN_APP_BUTTON_TAP", t + 300, t + 300 + self.lag(), dev, {
             **base, "button_id": "dismiss" if not completed else "done", "context": ctx,
             "locale": "en-US"}, ch))
@@ -607,9 +608,6 @@ class LifecycleGenerator:
             dev = {"channel": ch.channel, "device_type": "WEB"}
         elif ch.platform == "OPEN":
             dev = {"channel": ch.channel, "device_type": "OPEN", "open_platform_name": "smart_tv"}
-        elif ch.named_user_id and r.random() < 0.3:
-            dev = {"named_user_id": ch.named_user_id}
-            body["scope"] = ch.platform.lower()
         else:
             dev = {"channel": ch.channel, "device_type": ch.platform, "delivery_address": ch.address}
         return [self.event("SUBSCRIPTION_LIST", t, t + self.lag(), dev, body, ch)]
@@ -639,7 +637,8 @@ class LifecycleGenerator:
             ch.opted_in = False
             out.append(self.event("COMPLIANCE", t, t + self.lag(), dev, {
                 "event_type": "registration", "identifiers": ident,
-                "properties": {"registration_type": "unsubscribe", "message_type": "commercial"}}))
+                # Without message_type: the schema's two unsubscribe shapes overlap otherwise.
+                "properties": {"registration_type": "unsubscribe", "suppression_state": "none"}}))
             out.append(self.event("SUBSCRIPTION", t + 10, t + 10 + self.lag(), dev, {
                 "event_type": r.choice(("link_unsubscribe", "list_unsubscribe")), "identifiers": ident,
                 "properties": {"commercial_opted_out": iso_ms(t)}}, ch))

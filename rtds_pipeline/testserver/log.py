@@ -159,7 +159,7 @@ class StreamLog:
         lag = ev["processed"] - ev["occurred"]
         processed = clock
         if r.random() < q.processed_jitter:
-            processed -= r.randrange(1, 3_000)
+            processed -= r.randrange(1, 120_000)
         occurred = processed - lag
         roll = r.random()
         if roll < q.late:
@@ -224,14 +224,18 @@ class StreamLog:
 
     # ------------------------------------------------------------------ reading
     def segment(self, index: int) -> bytes | None:
-        """Compressed bytes of the full segment `index`, or None if it is not fully retained."""
+        """Compressed bytes of the full segment `index` as an unfiltered /api/events reader sees
+        it (COMPLIANCE events only go to readers who ask for them), or None if not retained."""
         start = index * SEGMENT_EVENTS
         if start < self.first_seq or start + SEGMENT_EVENTS > self.next_seq:
             return None
         seg = self._segments.get(index)
         if seg is None:
             i = start - self.first_seq
-            seg = deflate_segment(b"\n".join(self.lines[i:i + SEGMENT_EVENTS]) + b"\n")
+            lines = [line for line, t in zip(self.lines[i:i + SEGMENT_EVENTS],
+                                             self.types[i:i + SEGMENT_EVENTS], strict=True)
+                     if t != "COMPLIANCE"]
+            seg = deflate_segment(b"".join(line + b"\n" for line in lines))
             self._segments[index] = seg
         return seg
 

@@ -1,0 +1,50 @@
+"""Every generated event validates against Airship's own JSON Schema for its type."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from rtds_pipeline.rtds.events import EVENT_TYPES
+from rtds_pipeline.rtds.timestamps import now_ms
+from rtds_pipeline.testserver.log import UNKNOWN_TYPE, StreamLog
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "airship-spec" / "json-schema"
+PER_TYPE = 400
+
+
+@pytest.fixture(scope="module")
+def sample() -> dict[str, list[dict]]:
+    log = StreamLog(seed=7)
+    end = now_ms()
+    log.generate(120_000, end - 3 * 86_400_000, end)
+    by_type: dict[str, list[dict]] = defaultdict(list)
+    for line, etype in zip(log.lines, log.types, strict=True):
+        if len(by_type[etype]) < PER_TYPE:
+            by_type[etype].append(orjson.loads(line))
+    return by_type
+
+
+def test_all_43_types_occur(sample):
+    assert set(EVENT_TYPES) <= set(sample), sorted(set(EVENT_TYPES) - set(sample))
+
+
+@pytest.mark.parametrize("etype", EVENT_TYPES)
+def test_generated_events_validate_against_airship_schema(sample, etype):
+    schema = json.loads((SCHEMAS / f"{etype.lower()}.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    failures = Counter()
+    for ev in sample[etype]:
+        errors = list(validator.iter_errors(ev))
+        if errors:
+            failures[errors[0].message[:200]] += 1
+    assert not failures, f"{etype}: {failures.most_common(3)}"
+
+
+def test_unknown_types_are_the_only_unschematised_ones(sample):
+    assert set(sample) - set(EVENT_TYPES) <= {UNKNOWN_TYPE}
