@@ -1,0 +1,1 @@
+"""Object storage: the landing zone's layout, Parquet writer and commit log (fsspec)."""

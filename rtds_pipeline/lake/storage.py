@@ -1,0 +1,44 @@
+"""The lake's filesystem: a local folder by default, `s3://bucket/prefix` through s3fs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+@dataclasses.dataclass(frozen=True)
+class Lake:
+    """A filesystem and the root path of the lake on it."""
+
+    fs: fsspec.AbstractFileSystem
+    root: str
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    @property
+    def url(self) -> str:
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return self.root if protocol in ("file", "local") else f"{protocol}://{self.root}"
+
+
+def open_lake(url: str, storage_options: dict[str, Any] | None = None) -> Lake:
+    """`./data/lake`, `file:///abs/path` or `s3://bucket/prefix` (endpoint via options/env)."""
+    options = dict(storage_options or {})
+    if url.startswith("s3://"):
+        endpoint = options.pop("endpoint_url", None) or os.environ.get("RTDS_S3_ENDPOINT_URL")
+        if endpoint:
+            options.setdefault("endpoint_url", endpoint)
+            options.setdefault("client_kwargs", {"region_name": os.environ.get("AWS_REGION", "us-east-1")})
+        fs, root = fsspec.core.url_to_fs(url, **options)
+        return Lake(fs, root)
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+    root = os.path.abspath(url)
+    fs = LocalFileSystem(auto_mkdir=True)
+    fs.makedirs(root, exist_ok=True)
+    return Lake(fs, root)

@@ -1,0 +1,183 @@
+"""One bounded window of the stream.
+
+Stops at whichever comes first: max seconds, max events, max bytes, or "caught up" (a keep-alive
+arrived, or `processed` reached the window's start time). Reconnects inside the window from the
+last received offset with jittered exponential back-off, dropping a replayed boundary event.
+Python touches chunks, never single events: complete lines are cut at the last b"\\n" of each
+chunk and handed, in batches of `batch_bytes`, to the parser and the landing writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable
+
+import pyarrow.compute as pc
+
+from rtds_pipeline.lake.batch import ParsedBatch, parse_batch, strip_blank_lines
+from rtds_pipeline.rtds.request import StreamRequest
+from rtds_pipeline.stream.connection import Endpoint, StreamConnection
+from rtds_pipeline.stream.errors import ConnectionLost, StreamError, TooManyConnections
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowLimits:
+    max_seconds: float = 40.0
+    max_events: int = 2_000_000
+    max_bytes: int = 2 << 30
+    stop_when_caught_up: bool = True
+    idle_timeout: float = 90.0
+    batch_bytes: int = 8 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Backoff:
+    """Jittered exponential back-off; 402 waits at least `too_many_connections_s`."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    too_many_connections_s: float = 30.0
+
+    def delay(self, attempt: int, error: StreamError) -> float:
+        d = min(self.cap_s, self.base_s * 2 ** attempt) * random.uniform(0.5, 1.0)
+        if isinstance(error, TooManyConnections):
+            d = max(d, self.too_many_connections_s)
+        return d
+
+
+@dataclasses.dataclass
+class WindowStats:
+    events: int = 0
+    lines: int = 0
+    bytes: int = 0
+    dead_letters: int = 0
+    offset_updates: int = 0
+    keepalives: int = 0
+    reconnects: int = 0
+    replayed_dropped: int = 0
+    first_offset: str | None = None
+    last_offset: str | None = None
+    max_processed_ms: int | None = None
+    stop_reason: str = ""
+    errors: list[str] = dataclasses.field(default_factory=list)
+    fatal: StreamError | None = None
+
+
+class WindowReader:
+    def __init__(self, endpoint: Endpoint, request: StreamRequest, limits: WindowLimits,
+                 on_batch: Callable[[ParsedBatch], None], backoff: Backoff | None = None,
+                 window_seq: int = 0) -> None:
+        self.endpoint, self.request, self.limits = endpoint, request, limits
+        self.on_batch = on_batch
+        self.backoff = backoff or Backoff()
+        self.window_seq = window_seq
+
+    def read(self, resume_offset: str | None, start: str = "EARLIEST") -> WindowStats:
+        lim, stats = self.limits, WindowStats()
+        t0 = time.monotonic()
+        deadline = t0 + lim.max_seconds
+        window_start_ms = time.time_ns() // 1_000_000
+        position = resume_offset
+        attempt = 0
+        pos_counter = 0
+        while True:
+            skip_offset = position  # a server replaying the resume point: drop that event
+            req = (self.request.resumed_at(position) if position is not None
+                   else dataclasses.replace(self.request, start=start))
+            remaining = deadline - time.monotonic()
+            conn = StreamConnection(self.endpoint, req, idle_timeout=min(lim.idle_timeout, max(remaining, 0.5)))
+            buf: list[bytes] = []
+            buffered = 0
+            ended_with_newline = True
+
+            def process() -> None:
+                nonlocal buf, buffered, position, pos_counter, skip_offset
+                if not buf:
+                    return
+                data = strip_blank_lines(b"".join(buf))
+                buf, buffered = [], 0
+                batch = parse_batch(data, self.window_seq, pos_counter)
+                pos_counter += batch.lines
+                if skip_offset is not None and batch.rows.num_rows:
+                    if batch.rows.column("rtds_offset")[0].as_py() == skip_offset:
+                        batch.rows = batch.rows.slice(1)
+                        stats.replayed_dropped += 1
+                    skip_offset = None
+                if batch.rows.num_rows:
+                    if stats.first_offset is None:
+                        stats.first_offset = batch.rows.column("rtds_offset")[0].as_py()
+                    mp = pc.max(batch.rows.column("processed")).value
+                    if mp is not None:
+                        stats.max_processed_ms = max(stats.max_processed_ms or mp, mp)
+                stats.events += batch.rows.num_rows
+                stats.dead_letters += len(batch.dead)
+                stats.offset_updates += batch.offset_updates
+                stats.lines += batch.lines
+                if batch.last_offset is not None:
+                    position = batch.last_offset
+                    stats.last_offset = position
+                self.on_batch(batch)
+
+            try:
+                pending = b""
+                healthy = False
+                for chunk in conn.chunks():
+                    stats.bytes += len(chunk)
+                    data = pending + chunk if pending else chunk
+                    cut = data.rfind(b"\n") + 1
+                    complete, pending = data[:cut], data[cut:]
+                    if complete:
+                        blanks = complete.count(b"\n\n") + (complete[0] == 10 and ended_with_newline)
+                        ended_with_newline = True
+                        stats.keepalives += blanks
+                        buf.append(complete)
+                        buffered += len(complete)
+                        if blanks:
+                            healthy = True
+                    elif pending:
+                        ended_with_newline = False
+                    if buffered >= lim.batch_bytes:
+                        process()
+                        healthy = True
+                        if (lim.stop_when_caught_up and stats.max_processed_ms is not None
+                                and stats.max_processed_ms >= window_start_ms):
+                            return self._stop(stats, "caught up (processed reached window start)", process)
+                    if healthy:
+                        attempt = 0
+                    if stats.keepalives and lim.stop_when_caught_up:
+                        return self._stop(stats, "caught up (keep-alive)", process)
+                    if stats.events + buffered // 1024 >= lim.max_events and buffered:
+                        process()
+                    if stats.events >= lim.max_events:
+                        return self._stop(stats, "max events", process)
+                    if stats.bytes >= lim.max_bytes:
+                        return self._stop(stats, "max bytes", process)
+                    if time.monotonic() >= deadline:
+                        return self._stop(stats, "max seconds", process)
+                raise ConnectionLost("server closed the stream")
+            except StreamError as exc:
+                process()  # what arrived complete is kept; a cut line is re-read after reconnect
+                if not exc.retryable:
+                    stats.fatal = exc
+                    stats.stop_reason = f"error: {type(exc).__name__}"
+                    return stats
+                stats.errors.append(str(exc))
+                delay = self.backoff.delay(attempt, exc)
+                attempt += 1
+                if time.monotonic() + delay >= deadline:
+                    stats.stop_reason = f"max seconds (last error: {type(exc).__name__})"
+                    if stats.events == 0 and isinstance(exc, TooManyConnections):
+                        stats.fatal = exc
+                    return stats
+                stats.reconnects += 1
+                time.sleep(delay)
+            finally:
+                conn.close()
+
+    @staticmethod
+    def _stop(stats: WindowStats, reason: str, process: Callable[[], None]) -> WindowStats:
+        process()
+        stats.stop_reason = reason
+        return stats
