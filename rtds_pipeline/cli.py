@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 
 from rtds_pipeline.testserver.config import (
@@ -50,6 +51,90 @@ def _testserver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    from rtds_pipeline.ingest import ingest_window, limits_from
+    from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.settings import SettingsError, load_settings
+    from rtds_pipeline.stream.errors import NoDataYet, StreamError
+
+    try:
+        settings = load_settings()
+        source = settings.source(args.source)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lake = open_lake(settings.lake_url)
+    override = {"max_seconds": args.max_seconds} if args.max_seconds else {}
+    if args.follow:
+        override["stop_when_caught_up"] = False
+    limits = limits_from(settings, **override)
+    totals = {"windows": 0, "events": 0, "bytes": 0, "dead": 0}
+    t0 = time.monotonic()
+    live = sys.stdout.isatty()
+    window = 0
+    try:
+        while args.follow or window < args.windows:
+            window += 1
+            try:
+                out = ingest_window(source, lake, limits)
+            except NoDataYet as exc:
+                print(f"window {window}: {exc}", flush=True)
+                time.sleep(5)
+                continue
+            totals["windows"] += 1
+            totals["events"] += out.stats.events
+            totals["bytes"] += out.stats.bytes
+            totals["dead"] += out.stats.dead_letters
+            lag = _lag(out.commit.max_processed if out.commit else None)
+            rate = out.stats.events / out.seconds if out.seconds else 0
+            line = (f"window {window}: {out.stats.events:,} events, {out.stats.bytes / 1e6:,.1f} MB, "
+                    f"{rate:,.0f} events/s, lag {lag}, {out.stats.dead_letters} dead letters, "
+                    f"{out.stats.reconnects} reconnects — {out.stats.stop_reason}")
+            print(("\r" if live else "") + line, flush=True)
+    except KeyboardInterrupt:
+        pass
+    except StreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    took = time.monotonic() - t0
+    print(f"summary: {totals['windows']} windows, {totals['events']:,} events, "
+          f"{totals['bytes'] / 1e6:,.1f} MB in {took:,.1f} s "
+          f"({totals['events'] / took if took else 0:,.0f} events/s), "
+          f"{totals['dead']} dead letters; lake {lake.url}")
+    return 0
+
+
+def _lag(max_processed: str | None) -> str:
+    if not max_processed:
+        return "n/a"
+    from rtds_pipeline.rtds.timestamps import now_ms, parse_iso_ms
+    return f"{(now_ms() - parse_iso_ms(max_processed)) / 1000:,.0f} s"
+
+
+def _lake_status(args: argparse.Namespace) -> int:
+    from rtds_pipeline.lake.commits import CommitLog
+    from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.settings import load_settings
+
+    settings = load_settings()
+    lake = open_lake(settings.lake_url)
+    print(f"lake {lake.url}")
+    for source in settings.sources:
+        commits = CommitLog(lake, source.key).all()
+        if not commits:
+            print(f"  {source.key}: nothing committed yet")
+            continue
+        last = commits[-1]
+        files = sum(len(c.files) for c in commits)
+        rows = sum(c.events for c in commits)
+        dead = sum(c.dead_letters for c in commits)
+        days = sorted({d for c in commits for d in c.days})
+        print(f"  {source.key}: offset {last.resume_offset}, {len(commits)} commits, {files} files, "
+              f"{rows:,} rows, days {days[0] if days else '-'}..{days[-1] if days else '-'}, "
+              f"lag {_lag(last.max_processed)}, {dead} dead letters")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtds-pipeline",
@@ -69,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--no-quirks", dest="quirks", action="store_false",
                     help="no duplicates, late or skewed events, unknown types or fields")
     ts.set_defaults(func=_testserver)
+
+    ing = sub.add_parser("ingest", help="read stream windows and commit them to the lake")
+    ing.add_argument("--source", help="source name (default: the first configured)")
+    mode = ing.add_mutually_exclusive_group()
+    mode.add_argument("--windows", type=int, default=1, help="number of windows (default 1)")
+    mode.add_argument("--follow", action="store_true", help="read windows until interrupted")
+    ing.add_argument("--max-seconds", type=float, help="cap of one window (RTDS_WINDOW_SECONDS)")
+    ing.set_defaults(func=_ingest)
+
+    lake = sub.add_parser("lake", help="inspect the landing zone")
+    lake_sub = lake.add_subparsers(dest="lake_command", required=True)
+    st = lake_sub.add_parser("status", help="per source: committed offset, files, rows, lag")
+    st.set_defaults(func=_lake_status)
     return parser
 
 

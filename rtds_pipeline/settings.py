@@ -12,8 +12,8 @@ import dataclasses
 import os
 import tomllib
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from rtds_pipeline.rtds.events import BASE_URLS
 from rtds_pipeline.rtds.request import RequestError, StreamRequest

@@ -1,0 +1,256 @@
+"""Stream client, window reader and landing zone against the test server over real HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import duckdb
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from rtds_pipeline.ingest import WindowOutcome, ingest_window
+from rtds_pipeline.lake.commits import CommitLog, collect_orphans
+from rtds_pipeline.lake.storage import Lake, open_lake
+from rtds_pipeline.settings import SourceConfig
+from rtds_pipeline.stream.errors import (
+    BadRequest,
+    NoDataYet,
+    NotEntitled,
+    TooManyConnections,
+    Unauthorized,
+)
+from rtds_pipeline.stream.reader import WindowLimits
+from rtds_pipeline.testserver.config import Fault
+
+FAST = WindowLimits(max_seconds=20, idle_timeout=10, batch_bytes=1 << 20)
+
+
+def source_for(srv, **kw) -> SourceConfig:
+    return SourceConfig(name=kw.pop("name", "events"), base_url=srv.url, **kw)
+
+
+def drain(source: SourceConfig, lake: Lake, limits: WindowLimits = FAST, windows: int = 20) -> list[WindowOutcome]:
+    """Ingest until a window brings nothing new."""
+    outs = []
+    for _ in range(windows):
+        out = ingest_window(source, lake, limits)
+        outs.append(out)
+        if out.stats.events == 0 and out.stats.dead_letters == 0:
+            break
+    return outs
+
+
+def committed_rows(lake: Lake, key: str = "events") -> list[dict]:
+    rows = []
+    for f in CommitLog(lake, key).committed_files():
+        with lake.fs.open(lake.path(f.path), "rb") as fh:
+            rows.extend(pq.read_table(fh, columns=["id", "rtds_offset", "type", "raw"]).to_pylist())
+    return rows
+
+
+def assert_matches_ground_truth(srv, lake, key="events", types=lambda t: t != "COMPLIANCE"):
+    truth = [r for r in srv.ground_truth() if types(r["type"])]
+    rows = committed_rows(lake, key)
+    landed = Counter(r["rtds_offset"] for r in rows)
+    assert max(landed.values()) == 1, "a delivered copy landed twice"
+    assert set(landed) == {r["offset"] for r in truth}, "events lost or invented"
+    return rows
+
+
+def test_windows_land_every_event_once_with_raw_json(fresh_server, tmp_path):
+    srv = fresh_server(backlog=5000)
+    lake = open_lake(str(tmp_path / "lake"))
+    outs = drain(source_for(srv), lake)
+    assert outs[0].stats.stop_reason.startswith("caught up")
+    rows = assert_matches_ground_truth(srv, lake)
+    truth = {r["offset"]: r for r in srv.ground_truth()}
+    for r in rows[:200]:
+        assert orjson.loads(r["raw"]) == truth[r["rtds_offset"]]["event"]
+    # duplicates the server sent are landed as the copies they are (dedupe is downstream)
+    assert sum(1 for r in truth.values() if r["duplicate"] and r["type"] != "COMPLIANCE") == \
+        len(rows) - len({r["id"] for r in rows})
+    # DuckDB reads the landing as plain Hive-partitioned Parquet
+    n = duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/lake/landing/**/*.parquet', "
+                   f"hive_partitioning=true)").fetchall()[0][0]
+    assert n == len(rows)
+
+
+def test_landing_partitions_by_occurred_date(fresh_server, tmp_path):
+    srv = fresh_server(backlog=3000)
+    lake = open_lake(str(tmp_path / "lake"))
+    drain(source_for(srv), lake)
+    bad = duckdb.sql(f"""select count(*) from read_parquet('{tmp_path}/lake/landing/**/*.parquet',
+                         hive_partitioning=true)
+                         where cast(coalesce(occurred, processed) as date) <> occurred_date""").fetchall()[0][0]
+    assert bad == 0
+
+
+def test_resume_continues_after_the_committed_offset(fresh_server, tmp_path):
+    srv = fresh_server(backlog=3000)
+    lake = open_lake(str(tmp_path / "lake"))
+    src = source_for(srv)
+    ingest_window(src, lake, dataclasses.replace(FAST, max_events=1000, batch_bytes=64 << 10))
+    first = CommitLog(lake, "events").latest()
+    assert first is not None and 1000 <= first.events < 3000
+    srv.generate(500)
+    drain(src, lake)
+    assert_matches_ground_truth(srv, lake)
+
+
+@pytest.mark.parametrize("fault", [
+    Fault("eof", after=700), Fault("reset", after=900), Fault("cut_line", after=1100),
+    Fault("status", status=503, times=3), Fault("status", status=500, times=1),
+])
+def test_faults_lose_nothing_and_invent_nothing(fresh_server, tmp_path, fault):
+    srv = fresh_server(backlog=4000)
+    srv.arm(fault)
+    lake = open_lake(str(tmp_path / "lake"))
+    outs = drain(source_for(srv), lake, dataclasses.replace(FAST, batch_bytes=64 << 10))
+    assert sum(o.stats.reconnects for o in outs) >= 1
+    assert_matches_ground_truth(srv, lake)
+
+
+def test_malformed_line_goes_to_dead_letters_and_the_stream_goes_on(fresh_server, tmp_path):
+    srv = fresh_server(backlog=3000)
+    srv.arm(Fault("malformed", after=100))
+    lake = open_lake(str(tmp_path / "lake"))
+    outs = drain(source_for(srv), lake)
+    assert sum(o.stats.dead_letters for o in outs) == 1
+    commit = CommitLog(lake, "events").read(1)
+    dead = lake.fs.cat_file(lake.path(commit.dead_letter_files[0].path)).decode()
+    assert "broken" in dead and '"position":100' in dead
+    assert_matches_ground_truth(srv, lake)
+
+
+def test_stall_past_the_idle_watchdog_reconnects(fresh_server, tmp_path):
+    srv = fresh_server(backlog=3000, keepalive_seconds=60)
+    srv.arm(Fault("stall", after=500, seconds=30))
+    lake = open_lake(str(tmp_path / "lake"))
+    limits = dataclasses.replace(FAST, idle_timeout=1.5, batch_bytes=64 << 10)
+    src = source_for(srv)
+    out = ingest_window(src, lake, dataclasses.replace(limits, max_events=2900))
+    assert out.stats.reconnects >= 1 and any("no data for" in e for e in out.stats.errors)
+    assert out.stats.events >= 2000
+
+
+def test_307_pinning_is_followed(fresh_server, tmp_path):
+    srv = fresh_server(backlog=1000, redirect="stale")
+    lake = open_lake(str(tmp_path / "lake"))
+    drain(source_for(srv), lake)
+    assert_matches_ground_truth(srv, lake)
+
+
+def test_endless_307_loop_is_capped(fresh_server, tmp_path):
+    srv = fresh_server(backlog=100, redirect="always")
+    lake = open_lake(str(tmp_path / "lake"))
+    out = ingest_window(source_for(srv), lake, dataclasses.replace(FAST, max_seconds=2))
+    assert out.stats.events == 0 and any("307" in e for e in out.stats.errors)
+
+
+@pytest.mark.parametrize(("kw", "error", "fragment"), [
+    ({"token_env": "RTDS_TEST_BAD_TOKEN"}, Unauthorized, "401"),
+    ({"filters": ({"types": ["SEND", "CUSTOM"]},), "token_env": "RTDS_TEST_PUSH_ONLY"}, NotEntitled, "CUSTOM"),
+    ({"app_key": "empty-app", "token_env": "RTDS_TEST_EMPTY"}, NoDataYet, "no data"),
+])
+def test_fatal_errors_surface_with_actionable_messages(fresh_server, tmp_path, monkeypatch, kw, error, fragment):
+    monkeypatch.setenv("RTDS_TEST_BAD_TOKEN", "nope")
+    monkeypatch.setenv("RTDS_TEST_PUSH_ONLY", "push-only")
+    monkeypatch.setenv("RTDS_TEST_EMPTY", "empty-token")
+    srv = fresh_server(backlog=100)
+    srv.log("empty-app").__init__(seed=1)  # no data yet
+    lake = open_lake(str(tmp_path / "lake"))
+    with pytest.raises(error) as info:
+        ingest_window(source_for(srv, **kw), lake, FAST)
+    assert fragment in str(info.value)
+    if error is NotEntitled:
+        assert info.value.types == ["CUSTOM"]
+
+
+def test_bad_request_shows_the_servers_reason(fresh_server, tmp_path):
+    srv = fresh_server(backlog=100, strict=True)
+    lake = open_lake(str(tmp_path / "lake"))
+    src = source_for(srv, filters=({"notifications": [{"push_id": "x"}]},))
+    with pytest.raises(BadRequest) as info:
+        ingest_window(dataclasses.replace(src), lake, FAST)
+    assert "notifications" in str(info.value)
+
+
+def test_revoked_token_stops_without_looping(fresh_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("RTDS_TEST_REVOCABLE", "revocable")
+    srv = fresh_server(backlog=200)
+    srv.revoke("revocable")
+    lake = open_lake(str(tmp_path / "lake"))
+    t0 = time.monotonic()
+    with pytest.raises(Unauthorized, match="revoked"):
+        ingest_window(source_for(srv, token_env="RTDS_TEST_REVOCABLE"), lake, FAST)
+    assert time.monotonic() - t0 < 5
+
+
+def test_402_backs_off_at_least_30s_so_the_window_ends(fresh_server, tmp_path):
+    srv = fresh_server(backlog=100, max_streams=0)
+    lake = open_lake(str(tmp_path / "lake"))
+    with pytest.raises(TooManyConnections):
+        ingest_window(source_for(srv), lake, dataclasses.replace(FAST, max_seconds=3))
+
+
+def test_compliance_source_lands_only_compliance_events(fresh_server, tmp_path):
+    srv = fresh_server(backlog=5000)
+    lake = open_lake(str(tmp_path / "lake"))
+    drain(source_for(srv, name="compliance", kind="compliance"), lake)
+    assert_matches_ground_truth(srv, lake, "compliance", types=lambda t: t == "COMPLIANCE")
+
+
+def test_partition_readers_together_land_the_whole_stream(fresh_server, tmp_path):
+    srv = fresh_server(backlog=3000)
+    lake = open_lake(str(tmp_path / "lake"))
+    rows = []
+    for i in range(3):
+        src = source_for(srv, subset={"type": "PARTITION", "count": 3, "selection": i})
+        assert src.key == f"events-p{i}of3"
+        drain(src, lake)
+        rows += committed_rows(lake, src.key)
+    truth = {r["offset"] for r in srv.ground_truth() if r["type"] != "COMPLIANCE"}
+    assert sorted(r["rtds_offset"] for r in rows) == sorted(truth)
+
+
+def test_s3_lake_on_a_real_object_store(fresh_server, s3_server):
+    srv = fresh_server(backlog=3000)
+    lake = open_lake("s3://lake/run-" + str(random.randrange(10**9)), s3_server)
+    drain(source_for(srv), lake)
+    assert_matches_ground_truth(srv, lake)
+    con = duckdb.connect()
+    con.register_filesystem(lake.fs)
+    n = con.execute(f"select count(*) from read_parquet('s3://{lake.root}/landing/**/*.parquet')").fetchall()[0][0]
+    assert n == len(committed_rows(lake))
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_loses_nothing(fresh_server, tmp_path):
+    """Kill the ingest process many times, including mid-commit; resume; compare with truth."""
+    srv = fresh_server(backlog=60_000)
+    lake_dir = tmp_path / "lake"
+    env = {**os.environ, "RTDS_BASE_URL": srv.url, "RTDS_LAKE_URL": str(lake_dir),
+           "RTDS_WINDOW_MAX_EVENTS": "4000", "RTDS_IDLE_TIMEOUT": "10"}
+    cmd = [sys.executable, "-m", "rtds_pipeline.cli", "ingest", "--follow", "--max-seconds", "5"]
+    rng = random.Random(42)
+    for _ in range(12):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.8, 3.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    lake = open_lake(str(lake_dir))
+    drain(SourceConfig(name="events", base_url=srv.url), lake,
+          dataclasses.replace(FAST, max_events=20_000))
+    assert_matches_ground_truth(srv, lake)
+    # files written by killed windows are invisible, and collectable
+    removed = collect_orphans(lake, CommitLog(lake, "events"), older_than_s=0)
+    assert_matches_ground_truth(srv, lake)
+    assert isinstance(removed, list)
