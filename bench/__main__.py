@@ -73,6 +73,7 @@ def run_variant(name: str, url: str) -> dict:
         r.close()
     elif name == "parse_only":
         import orjson
+
         from rtds_pipeline.rtds.request import StreamRequest
         from rtds_pipeline.stream.connection import Endpoint, StreamConnection
         conn = StreamConnection(Endpoint(url, "test-app-key", access_token="test-access-token"),
