@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -14,8 +15,18 @@ from rtds_pipeline.rtds.events import EVENT_TYPES
 from rtds_pipeline.rtds.timestamps import now_ms
 from rtds_pipeline.testserver.log import UNKNOWN_TYPE, StreamLog
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "airship-spec" / "json-schema"
+# Airship's reference spec lives beside the repository (../shared/airship-spec), not in it.
+SCHEMAS = Path(os.environ.get(
+    "RTDS_AIRSHIP_SPEC", Path(__file__).resolve().parents[2] / "shared" / "airship-spec"
+)) / "json-schema"
 PER_TYPE = 400
+
+
+@pytest.fixture(scope="module", autouse=True)
+def schemas_present():
+    if not (SCHEMAS / "send.json").exists():
+        pytest.fail(f"Airship's JSON Schemas not found in {SCHEMAS}; set RTDS_AIRSHIP_SPEC to the "
+                    "airship-spec folder (../shared/airship-spec beside the repository)")
 
 
 @pytest.fixture(scope="module")
