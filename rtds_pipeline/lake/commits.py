@@ -9,10 +9,8 @@ commit lists does not exist for readers and is garbage for `collect_orphans`.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 import uuid
-from typing import Any
 
 import orjson
 
@@ -98,16 +96,13 @@ class CommitLog:
             raise FileExistsError(f"commit {final} exists: another writer owns source "
                                   f"{self.source!r}; run one reader per source and subset")
         data = commit.to_json()
-        if _is_local(fs):
+        if self.lake.is_local:
+            # Local folders: write aside, then rename — the rename is the atomic step.
             tmp = f"{self.dir}/.{commit.window_seq:010d}.{uuid.uuid4().hex}.tmp"
-            fs.makedirs(self.dir, exist_ok=True)
-            with fs.open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            self.lake.write_durable(tmp, data)
             fs.mv(tmp, final)
         else:
-            fs.pipe_file(final, data)  # a single PUT: visible whole or not at all
+            self.lake.write_durable(final, data)  # a single PUT: visible whole or not at all
 
     def committed_files(self) -> list[LandedFile]:
         return [f for c in self.all() for f in c.files]
@@ -131,8 +126,3 @@ def collect_orphans(lake: Lake, log: CommitLog, older_than_s: float = 3600) -> l
                 lake.fs.rm(path)
                 removed.append(path)
     return removed
-
-
-def _is_local(fs: Any) -> bool:
-    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return proto in ("file", "local")

@@ -21,9 +21,28 @@ class Lake:
         return "/".join([self.root.rstrip("/"), *parts])
 
     @property
+    def protocol(self) -> str:
+        p = self.fs.protocol
+        return p if isinstance(p, str) else p[0]
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol in ("file", "local")
+
+    @property
     def url(self) -> str:
-        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        return self.root if protocol in ("file", "local") else f"{protocol}://{self.root}"
+        return self.root if self.is_local else f"{self.protocol}://{self.root}"
+
+    def write_durable(self, path: str, data: bytes) -> None:
+        """Write a whole object: fsynced locally; on object stores one PUT, whole or absent."""
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            self.fs.pipe_file(path, data)
 
 
 def open_lake(url: str, storage_options: dict[str, Any] | None = None) -> Lake:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rtds_pipeline.lake.batch import DeadLetter, ParsedBatch
-from rtds_pipeline.lake.commits import LandedFile, _is_local
+from rtds_pipeline.lake.commits import LandedFile
 from rtds_pipeline.lake.storage import Lake
 
 FLUSH_BYTES = 64 << 20
@@ -83,7 +83,8 @@ class LandingWriter:
                                           "error": d.error,
                                           "raw": d.raw.decode("utf-8", "backslashreplace")}) + b"\n"
                             for d in self._dead)
-            size = write_bytes(self.lake, rel, data)
+            self.lake.write_durable(self.lake.path(rel), data)
+            size = len(data)
             self.dead_files.append(LandedFile(rel, len(self._dead), size, "dead_letter", None, None))
             self._dead = []
         return self.files, self.dead_files
@@ -91,7 +92,7 @@ class LandingWriter:
 
 def write_parquet(lake: Lake, rel: str, table: pa.Table) -> int:
     path = lake.path(rel)
-    if _is_local(lake.fs):
+    if lake.is_local:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             pq.write_table(table, f, compression="zstd", row_group_size=128 * 1024)
@@ -101,16 +102,3 @@ def write_parquet(lake: Lake, rel: str, table: pa.Table) -> int:
     with lake.fs.open(path, "wb") as f:  # s3fs: the object exists, whole, once close() returns
         pq.write_table(table, f, compression="zstd", row_group_size=128 * 1024)
         return f.tell()
-
-
-def write_bytes(lake: Lake, rel: str, data: bytes) -> int:
-    path = lake.path(rel)
-    if _is_local(lake.fs):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return len(data)
-    lake.fs.pipe_file(path, data)
-    return len(data)

@@ -8,7 +8,6 @@ spec accepts.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import orjson
@@ -25,7 +24,6 @@ USER_KEYS = frozenset({"contact_id", "named_user_id"})
 MATCHER_KEYS = frozenset(
     {"equals", "at_least", "at_most", "is_present", "version_matches", "array_contains", "index"}
 )
-_OFFSET_RE = re.compile(r"^-?[0-9]{1,19}$")
 
 
 class RequestError(ValueError):
@@ -121,11 +119,6 @@ def validate_body(body: Any, *, compliance: bool, strict: bool = False) -> None:
         _validate_filters(body["filters"], compliance=compliance, strict=strict)
     if "subset" in body:
         _validate_subset(body["subset"])
-
-
-def looks_like_offset(value: str) -> bool:
-    """Whether an offset has the decimal shape this project's test server issues."""
-    return bool(_OFFSET_RE.match(value))
 
 
 def _validate_filters(filters: Any, *, compliance: bool, strict: bool) -> None:

@@ -90,14 +90,15 @@ class WindowReader:
             conn = StreamConnection(self.endpoint, req, idle_timeout=min(lim.idle_timeout, max(remaining, 0.5)))
             buf: list[bytes] = []
             buffered = 0
+            buffered_lines = 0
             ended_with_newline = True
 
             def process() -> None:
-                nonlocal buf, buffered, position, pos_counter, skip_offset
+                nonlocal buf, buffered, buffered_lines, position, pos_counter, skip_offset
                 if not buf:
                     return
                 data = strip_blank_lines(b"".join(buf))
-                buf, buffered = [], 0
+                buf, buffered, buffered_lines = [], 0, 0
                 batch = parse_batch(data, self.window_seq, pos_counter)
                 pos_counter += batch.lines
                 if skip_offset is not None and batch.rows.num_rows:
@@ -134,6 +135,7 @@ class WindowReader:
                         stats.keepalives += blanks
                         buf.append(complete)
                         buffered += len(complete)
+                        buffered_lines += complete.count(b"\n") - blanks
                         if blanks:
                             healthy = True
                     elif pending:
@@ -148,7 +150,7 @@ class WindowReader:
                         attempt = 0
                     if stats.keepalives and lim.stop_when_caught_up:
                         return self._stop(stats, "caught up (keep-alive)", process)
-                    if stats.events + buffered // 1024 >= lim.max_events and buffered:
+                    if buffered_lines and stats.events + buffered_lines >= lim.max_events:
                         process()
                     if stats.events >= lim.max_events:
                         return self._stop(stats, "max events", process)

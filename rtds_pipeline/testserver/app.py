@@ -84,8 +84,6 @@ class TestServer:
                 retention_events=self.options.retention_events,
                 retention_bytes=self.options.retention_bytes,
                 population=self.options.population)
-        self.requests_seen = 0
-        self.streams_opened = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -220,7 +218,6 @@ class TestServer:
                     break
                 if req is None:
                     break
-                self.requests_seen += 1
                 keep_open = await self._dispatch(req, writer)
                 if not keep_open or writer.is_closing():
                     break
@@ -386,7 +383,6 @@ class TestServer:
                          f"restart with start=EARLIEST"))
                 return True
         app.active_streams += 1
-        self.streams_opened += 1
         try:
             await _Stream(self, writer, log, app, token, request, compliance,
                           self.faults.take(status=False)).run()

@@ -55,7 +55,6 @@ class Channel:
     last_push: tuple[str, str | None, int] | None = None  # push_id, group_id, time sent (ms)
     tags: list[str] = dataclasses.field(default_factory=list)
     device: dict[str, Any] | None = None
-    active: bool = True
 
 
 @dataclasses.dataclass
@@ -122,7 +121,6 @@ class LifecycleGenerator:
 
     def _replace(self, old: Channel) -> None:
         """An uninstalled channel leaves; a fresh install of the same platform arrives."""
-        old.active = False
         self.by_platform[old.platform].remove(old)
         self.channels.remove(old)
         self._adopt(self._new_channel(old.platform))

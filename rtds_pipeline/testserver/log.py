@@ -239,10 +239,6 @@ class StreamLog:
             self._segments[index] = seg
         return seg
 
-    def precompress(self) -> None:
-        for index in range(-(-self.first_seq // SEGMENT_EVENTS), self.next_seq // SEGMENT_EVENTS):
-            self.segment(index)
-
     def start_seq(self, start: str | None, resume_offset: str | None) -> int:
         """First sequence to serve. Resume is exclusive. Caller has validated the offset form."""
         if resume_offset is not None:
