@@ -52,7 +52,8 @@ def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits) -> Win
             offset_updates=stats.offset_updates, keepalives=stats.keepalives,
             reconnects=stats.reconnects, bytes_read=stats.bytes,
             max_processed=iso_ms(stats.max_processed_ms) if stats.max_processed_ms else None,
-            committed_at=time.time(), stop_reason=stats.stop_reason)
+            committed_at=time.time(), stop_reason=stats.stop_reason,
+            duplicates=writer.duplicates, late_events=writer.late)
         log.write(commit)
     if stats.fatal is not None:
         raise stats.fatal

@@ -85,6 +85,8 @@ class Settings:
     window_max_events: int = 2_000_000
     window_max_bytes: int = 2 << 30
     idle_timeout: float = 90.0
+    tick_seconds: int = 15  # minimum interval between two sensor ticks of a source
+    first_day: str | None = None  # first daily partition; default: 100 days ago (RTDS keeps ≤ 90)
 
     def source(self, name: str | None) -> SourceConfig:
         if name is None:
@@ -134,6 +136,11 @@ def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
     return out
 
 
+def _absolute(url: str) -> str:
+    """Local lake paths are made absolute, so Dagster's run workers agree with the CLI."""
+    return url if "://" in url else os.path.abspath(url)
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     sources_file = env.get("RTDS_SOURCES_FILE")
@@ -162,11 +169,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if len(set(names)) != len(names):
         raise SettingsError(f"source names must be unique: {names}")
     return Settings(
-        lake_url=env.get("RTDS_LAKE_URL", "data/lake"),
-        warehouse_path=env.get("RTDS_WAREHOUSE", "data/warehouse.duckdb"),
+        lake_url=_absolute(env.get("RTDS_LAKE_URL", "data/lake")),
+        warehouse_path=os.path.abspath(env.get("RTDS_WAREHOUSE", "data/warehouse.duckdb")),
         sources=tuple(sources),
         window_seconds=float(env.get("RTDS_WINDOW_SECONDS", 40)),
         window_max_events=int(env.get("RTDS_WINDOW_MAX_EVENTS", 2_000_000)),
         window_max_bytes=int(env.get("RTDS_WINDOW_MAX_BYTES", 2 << 30)),
         idle_timeout=float(env.get("RTDS_IDLE_TIMEOUT", 90)),
+        tick_seconds=int(env.get("RTDS_TICK_SECONDS", 15)),
+        first_day=env.get("RTDS_FIRST_DAY") or None,
     )

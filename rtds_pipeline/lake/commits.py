@@ -45,6 +45,8 @@ class Commit:
     max_processed: str | None
     committed_at: float
     stop_reason: str
+    duplicates: int = 0  # copies of an id seen twice inside the window
+    late_events: int = 0  # occurred on an earlier UTC day than processed
 
     @property
     def days(self) -> list[str]:

@@ -40,6 +40,9 @@ class LandingWriter:
         self._dead: list[DeadLetter] = []
         self.files: list[LandedFile] = []
         self.dead_files: list[LandedFile] = []
+        # Stream quality, counted per flushed batch (exact for windows under `flush_bytes`):
+        self.duplicates = 0  # rows whose id already appeared in the batch
+        self.late = 0  # rows that occurred on an earlier UTC day than processed: they update past days
 
     def add(self, batch: ParsedBatch) -> None:
         if batch.rows.num_rows:
@@ -55,6 +58,8 @@ class LandingWriter:
         table = pa.concat_tables(self._tables)
         self._tables, self._buffered = [], 0
         day = pc.cast(pc.coalesce(table.column("occurred"), table.column("processed")), pa.date32())
+        self.duplicates += table.num_rows - pc.count_distinct(table.column("id")).as_py()
+        self.late += pc.sum(pc.less(day, pc.cast(table.column("processed"), pa.date32()))).as_py() or 0
         # Group rows by day with one stable sort; each day is then one contiguous slice.
         order = pc.sort_indices(pa.table({"d": day}), sort_keys=[("d", "ascending")])
         table = table.take(order)

@@ -1,0 +1,27 @@
+"""Dagster bindings only: the plain-Python cores wired into assets, sensors and checks."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from rtds_pipeline.defs.assets import daily_partitions, day_table_asset, landing_spec
+from rtds_pipeline.defs.resources import RtdsResource
+from rtds_pipeline.defs.sensors import source_sensor, stream_lag_check
+from rtds_pipeline.settings import Settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """Everything for one configuration; loads without touching the network."""
+    partitions = daily_partitions(settings)
+    assets: list[object] = [landing_spec(s) for s in settings.sources]
+    for kind in ("events", "compliance"):
+        sources = [s for s in settings.sources if s.kind == kind]
+        if sources:
+            assets.append(day_table_asset(kind, sources, partitions))
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=[stream_lag_check(s) for s in settings.sources],
+        sensors=[source_sensor(s, settings, partitions) for s in settings.sources],
+        resources={"rtds": RtdsResource(lake_url=settings.lake_url,
+                                        warehouse_path=settings.warehouse_path)},
+    )
