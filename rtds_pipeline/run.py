@@ -1,6 +1,8 @@
-"""`make run`: the test server (live, with a backlog) and the pipeline reading it, together.
+"""`make run`: the whole pipeline on the embedded defaults.
 
-Stops both with Ctrl-C.
+Starts the built-in test server (live traffic over a 7-day backlog) and `dagster dev` with the
+sensors running, so within a minute the Dagster UI shows landing materializations and `events`
+partitions filling, and `data/warehouse.duckdb` can be queried read-only. Ctrl-C stops both.
 """
 
 from __future__ import annotations
@@ -10,37 +12,83 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
+ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", "8717"))
+UI_PORT = int(os.environ.get("RTDS_UI_PORT", "3000"))
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            httpx.get(url, timeout=1)
+            return True
+        except httpx.TransportError:
+            time.sleep(0.5)
+    return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
-    env = {**os.environ, "RTDS_BASE_URL": f"http://127.0.0.1:{PORT}"}
-    server = subprocess.Popen([sys.executable, "-m", "rtds_pipeline.cli", "testserver",
-                               "--port", str(PORT), "--rate", "200", "--backlog", "20000"])
+    # Started from a script with `&`, SIGINT arrives ignored and children would inherit that (and
+    # `dagster dev` maps SIGTERM onto it): install handlers so SIGINT/SIGTERM stop everything.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    dagster_home = ROOT / "dagster_home"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "RTDS_BASE_URL": os.environ.get("RTDS_BASE_URL", f"http://127.0.0.1:{PORT}"),
+        # Short windows and ticks: rows are queryable within a minute of arriving.
+        "RTDS_WINDOW_SECONDS": os.environ.get("RTDS_WINDOW_SECONDS", "10"),
+        "RTDS_TICK_SECONDS": os.environ.get("RTDS_TICK_SECONDS", "10"),
+    }
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{PORT}/admin/stats", timeout=1)
-                break
-            except httpx.TransportError:
-                if server.poll() is not None:
-                    return server.returncode or 1
-                time.sleep(0.3)
-        print("reading the stream into data/lake (Ctrl-C to stop)…", flush=True)
-        return subprocess.call([sys.executable, "-m", "rtds_pipeline.cli", "ingest", "--follow",
-                                "--max-seconds", "10"], env=env)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port", str(PORT),
+             "--rate", os.environ.get("RTDS_TESTSERVER_RATE", "200"),
+             "--backlog", os.environ.get("RTDS_TESTSERVER_BACKLOG", "50000")], cwd=ROOT)
+        procs.append(server)
+        if not _wait_http(f"http://127.0.0.1:{PORT}/admin/stats", server, 180):
+            print("the test server did not start; see its output above", file=sys.stderr)
+            return 1
+        dagster = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
+             "-h", "127.0.0.1", "-p", str(UI_PORT)], cwd=ROOT, env=env)
+        procs.append(dagster)
+        if not _wait_http(f"http://127.0.0.1:{UI_PORT}/server_info", dagster, 180):
+            print("dagster dev did not start; see its output above", file=sys.stderr)
+            return 1
+        print(f"\n  Dagster UI:  http://127.0.0.1:{UI_PORT}   (sensors rtds_events and "
+              f"rtds_compliance are running)\n"
+              f"  Warehouse:   duckdb -readonly {ROOT / 'data/warehouse.duckdb'}\n"
+              f"               or: .venv/bin/rtds-pipeline sql \"select count(*) from events\"\n"
+              f"  Ctrl-C stops everything.\n", flush=True)
+        return dagster.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for proc in reversed(procs):
+            _stop(proc)
 
 
 if __name__ == "__main__":

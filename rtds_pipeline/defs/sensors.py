@@ -13,7 +13,9 @@ import time
 import dagster as dg
 from dagster import SensorEvaluationContext
 
-from rtds_pipeline.defs.assets import TABLE_TAG, landing_key
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from rtds_pipeline.defs.assets import REBUILD_CHANGED, REBUILD_TAG, TABLE_TAG, landing_key
 from rtds_pipeline.defs.resources import RtdsResource
 from rtds_pipeline.ingest import ingest_window, limits_from
 from rtds_pipeline.lake.commits import Commit, CommitLog
@@ -24,7 +26,6 @@ from rtds_pipeline.warehouse.events import TABLES
 SENSOR_WINDOW_CAP_S = 30.0  # well under Dagster's 60 s sensor evaluation limit
 RETENTION_S = 7 * 86400  # RTDS replays at most 7 days: a reader further behind loses data
 LAG_WARN, LAG_FAIL = 0.5, 0.8
-RECENT_DAYS = 2  # partitions of the last days run first (dagster/priority)
 
 
 def sensor_name(source: SourceConfig) -> str:
@@ -67,9 +68,22 @@ def _landing_metadata(commit: Commit, lag_s: float | None, seconds: float) -> di
         "offset_range": f"{commit.first_offset} … {commit.resume_offset}",
         "stream_lag_seconds": round(lag_s, 1) if lag_s is not None else -1.0,
         "duplicates_seen": commit.duplicates, "late_events_seen": commit.late_events,
-        "dead_letters": commit.dead_letters, "days": ", ".join(commit.days),
+        "dead_letters": commit.dead_letters, "days_touched": len(commit.days),
+        "day_range": f"{commit.days[0]} … {commit.days[-1]}" if commit.days else "",
         "stop_reason": commit.stop_reason, "seconds": round(seconds, 2),
     }
+
+
+def _queued_run_covers(instance: dg.DagsterInstance, table: str, first: str, last: str) -> bool:
+    """A run not started yet reads the manifest when it starts, so it will see this commit too."""
+    for run in instance.get_runs(filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
+            tags={TABLE_TAG: table, REBUILD_TAG: REBUILD_CHANGED})):
+        lo = run.tags.get(ASSET_PARTITION_RANGE_START_TAG, "")
+        hi = run.tags.get(ASSET_PARTITION_RANGE_END_TAG, "")
+        if lo <= first and last <= hi:
+            return True
+    return False
 
 
 def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, settings: Settings,
@@ -104,15 +118,15 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
     if outside:
         context.log.warning(f"{len(outside)} day(s) landed outside the partitions "
                             f"({outside[:5]}…): set RTDS_FIRST_DAY earlier to build them")
-    waiting = {r.tags.get("dagster/partition") for r in context.instance.get_runs(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
-                              tags={TABLE_TAG: table}))}
-    recent = sorted(valid)[-(RECENT_DAYS + 2):]
-    requests = [
-        dg.RunRequest(run_key=f"{source.key}/{day}/w{latest.window_seq}", partition_key=day,
-                      asset_selection=[dg.AssetKey(table)],
-                      tags={TABLE_TAG: table, "dagster/priority": "10" if day in recent else "0"})
-        for day in days if day in valid and day not in waiting]  # a queued run will see this commit
+    days = [d for d in days if d in valid]
+    requests = []
+    if days and not _queued_run_covers(context.instance, table, days[0], days[-1]):
+        # One run for the range the commits touched (late days included); it rebuilds only the
+        # days whose committed files changed. The run key makes a re-evaluated tick harmless.
+        requests.append(dg.RunRequest(
+            run_key=f"{source.key}/w{latest.window_seq}", asset_selection=[dg.AssetKey(table)],
+            tags={TABLE_TAG: table, REBUILD_TAG: REBUILD_CHANGED,
+                  ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}))
     cursor = json.dumps({"window_seq": latest.window_seq, "resume_offset": latest.resume_offset}
                         if latest else {"window_seq": 0, "resume_offset": None})
     skip = None if requests or outcome.commit else f"nothing new ({stats.stop_reason})"

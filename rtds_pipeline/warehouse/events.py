@@ -8,6 +8,7 @@ the lake's commit log, which doubles as lineage for every row.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
@@ -96,6 +97,17 @@ def day_files(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+def fingerprint(files: Sequence[str]) -> str:
+    return hashlib.sha1("\n".join(sorted(files)).encode()).hexdigest()
+
+
+def is_current(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> bool:
+    """Whether the day was last built from exactly the files committed for it now."""
+    last = con.execute("SELECT manifest FROM load_log WHERE table_name = ? AND day = ? "
+                       "ORDER BY built_at DESC LIMIT 1", [TABLES[kind], day]).fetchall()
+    return bool(last) and last[0][0] == fingerprint(day_files(con, kind, day))
+
+
 def build_day(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> DayBuild:
     """Replace one day of the kind's table, in one transaction. Idempotent."""
     table = TABLES[kind]
@@ -104,10 +116,12 @@ def build_day(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> DayBuild:
     try:
         if files:
             run_script(con, sql("events_day").format(table=table),
-                       {"files": files, "day": dt.date.fromisoformat(day)})
+                       {"files": files, "day": dt.date.fromisoformat(day),
+                        "manifest": fingerprint(files)})
         else:
             con.execute(f"DELETE FROM {table} WHERE occurred_date = $day", {"day": day})
-            con.execute("INSERT INTO load_log VALUES (?, ?, now(), 0, 0, 0, 0, 0)", [table, day])
+            con.execute("INSERT INTO load_log VALUES (?, ?, now(), 0, 0, 0, 0, 0, ?)",
+                        [table, day, fingerprint(files)])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -116,10 +130,6 @@ def build_day(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> DayBuild:
                       "WHERE table_name = ? AND day = ? ORDER BY built_at DESC LIMIT 1",
                       [table, day]).fetchall()[0]
     return DayBuild(table, day, *row)
-
-
-def build_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> list[DayBuild]:
-    return [build_day(con, kind, d) for d in days]
 
 
 def reconcile_day(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> Reconciliation:

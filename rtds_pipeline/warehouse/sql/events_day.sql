@@ -1,5 +1,5 @@
 -- Rebuild one day of {table} from that day's committed landing files. Run in one transaction.
--- Parameters: $files (the day's committed Parquet files), $day (DATE).
+-- Parameters: $files (the day's committed Parquet files), $day (DATE), $manifest (fingerprint).
 --
 -- Deduplication: every copy of an event carries the same id; the copy kept is the first the
 -- stream delivered (lowest offset). Duplicates are found on the narrow (id, stream_key) columns
@@ -53,7 +53,8 @@ SELECT '{table}', $day, now(), len($files),
        (SELECT count(*) FROM {table} WHERE occurred_date = $day),
        (SELECT coalesce(sum(copies - 1), 0) FROM day_dups),
        (SELECT count(DISTINCT x.id) FROM day_elsewhere x
-         WHERE x.id NOT IN (SELECT id FROM {table} WHERE occurred_date = $day));
+         WHERE x.id NOT IN (SELECT id FROM {table} WHERE occurred_date = $day)),
+       $manifest;
 
 DROP TABLE day_landed;
 DROP TABLE day_dups;

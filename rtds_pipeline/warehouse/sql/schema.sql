@@ -64,5 +64,6 @@ CREATE TABLE IF NOT EXISTS load_log (
     landed_rows      BIGINT,
     rows             BIGINT,
     duplicates       BIGINT,   -- copies dropped inside the day
-    kept_elsewhere   BIGINT    -- ids whose first copy lives in another day's partition
+    kept_elsewhere   BIGINT,   -- ids whose first copy lives in another day's partition
+    manifest         VARCHAR   -- fingerprint of the files read: unchanged → no rebuild needed
 );
