@@ -12,8 +12,10 @@ import time
 
 import dagster as dg
 from dagster import SensorEvaluationContext
-
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from rtds_pipeline.defs.assets import REBUILD_CHANGED, REBUILD_TAG, TABLE_TAG, landing_key
 from rtds_pipeline.defs.resources import RtdsResource

@@ -8,8 +8,8 @@ the lake's commit log, which doubles as lineage for every row.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Sequence
 
 import duckdb
