@@ -135,6 +135,36 @@ def _lake_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sql(args: argparse.Namespace) -> int:
+    import csv
+
+    import duckdb
+
+    from rtds_pipeline.settings import load_settings
+    from rtds_pipeline.warehouse.store import Warehouse
+
+    query = args.query if args.query != "-" else sys.stdin.read()
+    try:
+        con = Warehouse(args.warehouse or load_settings().warehouse_path).reader()
+    except FileNotFoundError as exc:
+        print(f"rtds-pipeline sql: {exc}", file=sys.stderr)
+        return 1
+    try:
+        rel = con.sql(query)
+    except duckdb.Error as exc:
+        print(f"rtds-pipeline sql: the query failed: {exc}", file=sys.stderr)
+        return 1
+    if rel is None:
+        return 0
+    if args.csv:
+        out = csv.writer(sys.stdout)
+        out.writerow(rel.columns)
+        out.writerows(rel.fetchall())
+    else:
+        rel.show(max_rows=args.max_rows, max_width=10_000)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtds-pipeline",
@@ -167,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     lake_sub = lake.add_subparsers(dest="lake_command", required=True)
     st = lake_sub.add_parser("status", help="per source: committed offset, files, rows, lag")
     st.set_defaults(func=_lake_status)
+
+    q = sub.add_parser("sql", help="query the warehouse read-only (never blocks the pipeline)")
+    q.add_argument("query", help='SQL, e.g. "select count(*) from events"; "-" reads stdin')
+    q.add_argument("--warehouse", help="DuckDB file (default: RTDS_WAREHOUSE or data/warehouse.duckdb)")
+    q.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    q.add_argument("--max-rows", type=int, default=40, help="rows shown in table mode")
+    q.set_defaults(func=_sql)
     return parser
 
 

@@ -25,6 +25,7 @@ from rtds_pipeline.defs.assets import REBUILD_TAG, WAREHOUSE_POOL
 from rtds_pipeline.lake.commits import CommitLog
 from rtds_pipeline.settings import load_settings
 from rtds_pipeline.testserver.config import Fault
+from rtds_pipeline.warehouse.marts import MARTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,13 +67,15 @@ def test_definitions_load_without_network(monkeypatch):
     import rtds_pipeline.definitions as module
     defs = importlib.reload(module).defs
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
-    assert keys == {"landing/events", "landing/compliance", "events", "compliance_events"}
+    assert keys == {"landing/events", "landing/compliance", "events", "compliance_events",
+                    *(m.name for m in MARTS)}
     assert {s.name for s in defs.sensors} == {"rtds_events", "rtds_compliance"}
     events = defs.get_assets_def("events")
     assert events.backfill_policy == dg.BackfillPolicy.single_run()
     assert all(spec.pool == WAREHOUSE_POOL for spec in events.node_def.pools and [events.node_def])
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
-    assert checks == {"unique_id", "reconciliation", "dead_letters", "stream_lag"}
+    assert checks == {"unique_id", "reconciliation", "dead_letters", "stream_lag", "grain_unique",
+                      "consistent"}
 
 
 def test_one_sensor_per_partition_reader(tmp_path):

@@ -26,7 +26,7 @@ def build(tmp_path, lake, days, name="wh.duckdb"):
     warehouse = Warehouse(tmp_path / name)
     with warehouse.writer(lake) as con:
         wh.sync_manifest(con, lake, [SRC])
-        for d in days:
+        for d in days:  # one day at a time, in the order given
             wh.build_day(con, "events", d)
     return warehouse
 
@@ -89,7 +89,29 @@ def test_a_copy_in_another_day_is_kept_once_whatever_the_build_order(tmp_path, l
     with Warehouse(tmp_path / "forward.duckdb").writer(lake, publish=False) as con:
         assert wh.reconcile_day(con, "events", D2).ok  # m counted as kept elsewhere
         assert wh.reconcile_day(con, "events", D2).kept_elsewhere == 1
-        assert wh.duplicate_ids(con, "events", D1) == []
+        assert wh.duplicate_ids(con, "events", [D1, D2]) == []
+
+
+def test_one_batch_equals_day_by_day(tmp_path, lake):
+    commit_window(lake, "events", [event("m", "OPEN", f"{D1}T10:00:00.000Z", 5),
+                                   event("p", "OPEN", f"{D3}T10:00:00.000Z", 6)])
+    commit_window(lake, "events", [event("m", "OPEN", f"{D2}T10:00:00.000Z", 9),
+                                   event("p", "OPEN", f"{D3}T10:00:00.000Z", 10),
+                                   event("o", "OPEN", f"{D2}T11:00:00.000Z", 11)])
+    day_by_day = build(tmp_path, lake, [D3, D2, D1], "days.duckdb")
+    batched = Warehouse(tmp_path / "batch.duckdb")
+    with batched.writer(lake) as con:
+        wh.sync_manifest(con, lake, [SRC])
+        builds = wh.build_days(con, "events", [D1, D2, D3], batch_bytes=1)  # one day per batch
+        assert [(b.day, b.landed_rows, b.rows, b.copies_dropped) for b in builds] == [
+            (D1, 1, 1, 0), (D2, 2, 1, 1), (D3, 2, 1, 1)]
+        assert all(r.ok for r in wh.reconcile_days(con, "events", [D1, D2, D3]))
+    whole = Warehouse(tmp_path / "whole.duckdb")
+    with whole.writer(lake) as con:
+        wh.sync_manifest(con, lake, [SRC])
+        wh.build_days(con, "events", [D1, D2, D3])
+    assert sorted(rows(day_by_day)) == sorted(rows(batched)) == sorted(rows(whole)) == [
+        ("m", "1000000000005", 1, D1), ("o", "1000000000011", 1, D2), ("p", "1000000000006", 2, D3)]
 
 
 def test_rebuilding_a_day_is_idempotent_and_sees_new_commits(tmp_path, lake):
@@ -97,11 +119,14 @@ def test_rebuilding_a_day_is_idempotent_and_sees_new_commits(tmp_path, lake):
     w = build(tmp_path, lake, [D1, D1])
     assert rows(w, D1) == [("a", "1000000000001", 1, D1)]
     with w.writer(lake) as con:
-        assert wh.is_current(con, "events", D1)
+        assert wh.current_days(con, "events", [D1]) == {D1}
     commit_window(lake, "events", [event("b", "OPEN", f"{D1}T09:00:00.000Z", 2)])
+    with w.writer(lake) as con:
+        wh.sync_manifest(con, lake, [SRC])
+        assert wh.current_days(con, "events", [D1]) == set()  # a new commit touched it
     w = build(tmp_path, lake, [D1])
     with w.writer(lake) as con:
-        assert wh.is_current(con, "events", D1)
+        assert wh.current_days(con, "events", [D1]) == {D1}
     assert [r[0] for r in rows(w, D1)] == ["b", "a"]
 
 

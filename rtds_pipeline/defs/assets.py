@@ -62,44 +62,44 @@ def day_table_asset(kind: str, sources: Sequence[SourceConfig],
     )
     def _asset(context: AssetExecutionContext, rtds: RtdsResource) -> Iterator[object]:
         changed_only = context.run.tags.get(REBUILD_TAG) == REBUILD_CHANGED
+        asked = list(context.partition_keys)
         lake = rtds.lake()
         with rtds.warehouse().writer(lake) as con:
             wh.sync_manifest(con, lake, sources)
-            days = [d for d in context.partition_keys
-                    if not (changed_only and wh.is_current(con, kind, d))]
-            builds = [wh.build_day(con, kind, d) for d in days]
-            dups = {d: wh.duplicate_ids(con, kind, d) for d in days}
-            recs = {d: wh.reconcile_day(con, kind, d) for d in days}
-            dead = {d: wh.dead_letters_near(con, kind, d) for d in days}
+            skip = wh.current_days(con, kind, asked) if changed_only else set()
+            days = [d for d in asked if d not in skip]
+            builds = wh.build_days(con, kind, days)
+            dups = wh.duplicate_ids(con, kind, days) if days else []
+            recs = wh.reconcile_days(con, kind, days) if days else []
+            dead = wh.dead_letters_near(con, kind, days) if days else 0
             total = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
         for b in builds:
-            context.log.info(f"{table} {b.day}: {b.rows} rows from {b.landed_rows} landed in "
-                             f"{b.files} files ({b.duplicates} duplicate copies dropped, "
-                             f"{b.kept_elsewhere} kept in another day)")
+            if b.landed_rows:
+                context.log.info(f"{table} {b.day}: {b.rows} rows from {b.landed_rows} landed in "
+                                 f"{b.files} files ({b.copies_dropped} copies dropped)")
         yield dg.MaterializeResult(metadata={
-            "days_rebuilt": len(days), "days_already_current": len(context.partition_keys) - len(days), "rows": sum(b.rows for b in builds),
+            "days_rebuilt": len(days), "days_already_current": len(skip),
+            "rows": sum(b.rows for b in builds),
             "landed_rows": sum(b.landed_rows for b in builds),
             "files": sum(b.files for b in builds),
-            "duplicates_dropped": sum(b.duplicates for b in builds),
-            "kept_in_other_days": sum(b.kept_elsewhere for b in builds),
+            "copies_dropped": sum(b.copies_dropped for b in builds),
             "table_rows": total, "dagster/row_count": sum(b.rows for b in builds),
         })
-        bad = {d: rows for d, rows in dups.items() if rows}
         yield dg.AssetCheckResult(
-            check_name="unique_id", passed=not bad,
-            metadata={"duplicated_ids": sum(len(v) for v in bad.values()),
-                      "examples": str([r[0] for v in bad.values() for r in v][:5])})
-        off = {d: r for d, r in recs.items() if not r.ok}
+            check_name="unique_id", passed=not dups,
+            metadata={"duplicated_ids": len(dups), "examples": str([r[0] for r in dups[:5]])})
+        off = [r.day for r in recs if not r.ok]
         yield dg.AssetCheckResult(
             check_name="reconciliation", passed=not off,
-            metadata={"landed_unique": sum(r.landed_unique for r in recs.values()),
-                      "rows": sum(r.rows for r in recs.values()),
-                      "kept_elsewhere": sum(r.kept_elsewhere for r in recs.values()),
-                      "days_off": str(sorted(off))})
-        n_dead = sum(dead.values())
+            metadata={"landed_unique": sum(r.landed_unique for r in recs),
+                      "rows": sum(r.rows for r in recs),
+                      "kept_elsewhere": sum(r.kept_elsewhere for r in recs),
+                      "missing": sum(r.missing for r in recs),
+                      "not_landed": sum(r.not_landed for r in recs),
+                      "days_off": str(off[:20])})
         yield dg.AssetCheckResult(
-            check_name="dead_letters", passed=n_dead == 0, severity=dg.AssetCheckSeverity.WARN,
-            metadata={"dead_letters": n_dead,
+            check_name="dead_letters", passed=dead == 0, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"dead_letters": dead,
                       "where": "dead_letter/source=<source>/ in the lake (raw bytes, error, position)"})
 
     return _asset

@@ -268,7 +268,8 @@ class LifecycleGenerator:
             out.append(self.event("FIRST_OPEN", t, t + self.lag(), dev, None, ch))
         session = self.uuid()
         open_body: dict[str, Any] = {"session_id": session}
-        if ch.last_push and t - ch.last_push[2] < 12 * HOUR_MS:
+        # Airship keeps last_delivered for 12 h; a push sent after this session cannot be it.
+        if ch.last_push and 0 <= t - ch.last_push[2] < 12 * HOUR_MS:
             push = next((p for p in self.recent_pushes if p.push_id == ch.last_push[0]), None)
             if push:
                 open_body["last_delivered"] = self.associated(push)

@@ -29,7 +29,7 @@ UNKNOWN_TYPE = "APP_RATING_PROMPT"  # a type the spec does not know (yet)
 FUTURE_CLAMP_MS = 5 * 60_000
 COMPRESS_LEVEL = 1
 # Bump when the generator's output changes, so cached backlogs are rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 BACKLOG_CACHE_MAX_AGE_MS = 6 * HOUR_MS
 
 

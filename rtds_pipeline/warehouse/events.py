@@ -23,6 +23,10 @@ from rtds_pipeline.warehouse.store import run_script, sql
 TABLES = {"events": "events", "compliance": "compliance_events"}  # source kind → table
 
 
+BATCH_BYTES = 1 << 30  # landed Parquet per build pass: bounds memory however many days are asked
+INSERT_BYTES = 64 << 20  # landed Parquet per INSERT (one sort, bounded memory); small days share one
+
+
 @dataclasses.dataclass
 class DayBuild:
     table: str
@@ -30,20 +34,22 @@ class DayBuild:
     files: int
     landed_rows: int
     rows: int
-    duplicates: int
-    kept_elsewhere: int
+    copies_dropped: int  # later copies, or copies kept in another day
 
 
 @dataclasses.dataclass
 class Reconciliation:
+    day: str
     landed_unique: int
     rows: int
     kept_elsewhere: int
-    not_landed: int
+    missing: int  # landed ids that are nowhere in the table
+    not_landed: int  # rows of the day whose id did not land for that day
 
     @property
     def ok(self) -> bool:
-        return self.rows + self.kept_elsewhere == self.landed_unique and self.not_landed == 0
+        return (self.rows + self.kept_elsewhere == self.landed_unique
+                and self.missing == 0 and self.not_landed == 0)
 
 
 def file_url(lake: Lake, rel: str) -> str:
@@ -91,68 +97,114 @@ def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
     return added
 
 
-def day_files(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> list[str]:
-    rows = con.execute("SELECT path FROM landing_files WHERE kind = ? AND day = ? ORDER BY path",
-                       [kind, day]).fetchall()
-    return [r[0] for r in rows]
+def day_files(con: duckdb.DuckDBPyConnection, kind: str,
+              days: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
+    """The committed files (path, bytes) of each day."""
+    rows = con.execute("SELECT day, path, bytes FROM landing_files WHERE kind = ? "
+                       "AND list_contains(?, day) ORDER BY day, path", [kind, list(days)]).fetchall()
+    out: dict[str, list[tuple[str, int]]] = {d: [] for d in days}
+    for day, path, size in rows:
+        out[day].append((path, size))
+    return out
 
 
-def fingerprint(files: Sequence[str]) -> str:
-    return hashlib.sha1("\n".join(sorted(files)).encode()).hexdigest()
+def fingerprint(files: Sequence[tuple[str, int]]) -> str:
+    return hashlib.sha1("\n".join(sorted(p for p, _ in files)).encode()).hexdigest()
 
 
-def is_current(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> bool:
-    """Whether the day was last built from exactly the files committed for it now."""
-    last = con.execute("SELECT manifest FROM load_log WHERE table_name = ? AND day = ? "
-                       "ORDER BY built_at DESC LIMIT 1", [TABLES[kind], day]).fetchall()
-    return bool(last) and last[0][0] == fingerprint(day_files(con, kind, day))
+def current_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> set[str]:
+    """Days last built from exactly the files committed for them now (nothing to rebuild)."""
+    built = dict(con.execute(
+        "SELECT day::VARCHAR, arg_max(manifest, built_at) FROM load_log WHERE table_name = ? "
+        "GROUP BY day", [TABLES[kind]]).fetchall())
+    return {d for d, files in day_files(con, kind, days).items()
+            if built.get(d) == fingerprint(files)}
+
+
+def batches(files: dict[str, list[tuple[str, int]]], limit: int) -> list[list[str]]:
+    """Consecutive groups of days whose landed bytes stay under `limit` (one day at least)."""
+    out: list[list[str]] = []
+    size = 0
+    for day in sorted(files):
+        day_bytes = sum(b for _, b in files[day])
+        if not out or size + day_bytes > limit:
+            out.append([])
+            size = 0
+        out[-1].append(day)
+        size += day_bytes
+    return out
+
+
+def build_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str],
+               batch_bytes: int = BATCH_BYTES) -> list[DayBuild]:
+    """Replace these days of the kind's table. Each batch of days is one transaction; rebuilding
+    is idempotent, and the result does not depend on how days are grouped or ordered."""
+    table = TABLES[kind]
+    files = day_files(con, kind, days)
+    builds = []
+    for group in batches(files, batch_bytes):
+        paths = [p for d in group for p, _ in files[d]]
+        dates = [dt.date.fromisoformat(d) for d in group]
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if paths:
+                params = {"files": paths, "days": dates}
+                run_script(con, sql("events_batch").format(table=table), params)
+                for days_ in batches({d: files[d] for d in group}, INSERT_BYTES):
+                    con.execute(sql("events_day_insert").format(table=table),
+                                {"files": [p for d in days_ for p, _ in files[d]]})
+                run_script(con, sql("events_batch_end").format(table=table), params)
+                stats = {str(d): (landed, rows) for d, landed, rows in
+                         con.execute("SELECT day, landed_rows, rows FROM batch_stats").fetchall()}
+            else:
+                con.execute(f"DELETE FROM {table} WHERE list_contains(?, occurred_date)", [dates])
+                stats = {}
+            for d in group:
+                landed, rows = stats.get(d, (0, 0))
+                b = DayBuild(table, d, len(files[d]), landed, rows, landed - rows)
+                con.execute("INSERT INTO load_log VALUES (?, ?, now(), ?, ?, ?, ?, ?)",
+                            [table, d, b.files, b.landed_rows, b.rows, b.copies_dropped,
+                             fingerprint(files[d])])
+                builds.append(b)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return builds
 
 
 def build_day(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> DayBuild:
-    """Replace one day of the kind's table, in one transaction. Idempotent."""
+    return build_days(con, kind, [day])[0]
+
+
+def reconcile_days(con: duckdb.DuckDBPyConnection, kind: str,
+                   days: Sequence[str]) -> list[Reconciliation]:
     table = TABLES[kind]
-    files = day_files(con, kind, day)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if files:
-            run_script(con, sql("events_day").format(table=table),
-                       {"files": files, "day": dt.date.fromisoformat(day),
-                        "manifest": fingerprint(files)})
-        else:
-            con.execute(f"DELETE FROM {table} WHERE occurred_date = $day", {"day": day})
-            con.execute("INSERT INTO load_log VALUES (?, ?, now(), 0, 0, 0, 0, 0, ?)",
-                        [table, day, fingerprint(files)])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    row = con.execute("SELECT files, landed_rows, rows, duplicates, kept_elsewhere FROM load_log "
-                      "WHERE table_name = ? AND day = ? ORDER BY built_at DESC LIMIT 1",
-                      [table, day]).fetchall()[0]
-    return DayBuild(table, day, *row)
+    files = day_files(con, kind, days)
+    paths = [p for d in days for p, _ in files[d]]
+    dates = [dt.date.fromisoformat(d) for d in days]
+    if not paths:
+        rows = dict(con.execute(f"SELECT occurred_date::VARCHAR, count(*) FROM {table} "
+                                "WHERE list_contains(?, occurred_date) GROUP BY 1", [dates]).fetchall())
+        return [Reconciliation(d, 0, rows.get(d, 0), 0, 0, rows.get(d, 0)) for d in days]
+    got = con.execute(sql("reconcile_days").format(table=table),
+                      {"files": paths, "days": dates}).fetchall()
+    return [Reconciliation(*r) for r in got]
 
 
 def reconcile_day(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> Reconciliation:
-    table = TABLES[kind]
-    files = day_files(con, kind, day)
-    if not files:
-        rows = con.execute(f"SELECT count(*) FROM {table} WHERE occurred_date = ?",
-                           [day]).fetchall()[0][0]
-        return Reconciliation(0, rows, 0, rows)
-    got = con.execute(sql("reconcile_day").format(table=table),
-                      {"files": files, "day": dt.date.fromisoformat(day)}).fetchall()[0]
-    return Reconciliation(*got)
+    return reconcile_days(con, kind, [day])[0]
 
 
-def duplicate_ids(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> list[tuple]:
+def duplicate_ids(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> list[tuple]:
     return con.execute(sql("duplicate_ids").format(table=TABLES[kind]),
-                       {"day": dt.date.fromisoformat(day)}).fetchall()
+                       {"days": [dt.date.fromisoformat(d) for d in days]}).fetchall()
 
 
-def dead_letters_near(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> int:
-    """Dead letters in the windows that landed rows of this day (they have no date of their own)."""
+def dead_letters_near(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> int:
+    """Dead letters in the windows that landed rows of these days (they have no date of their own)."""
     return con.execute(
         "SELECT coalesce(sum(w.dead_letters), 0) FROM landing_windows w "
         "WHERE w.kind = ? AND (w.source, w.window_seq) IN "
-        "(SELECT source, window_seq FROM landing_files WHERE kind = ? AND day = ?)",
-        [kind, kind, day]).fetchall()[0][0]
+        "(SELECT source, window_seq FROM landing_files WHERE kind = ? AND list_contains(?, day))",
+        [kind, kind, list(days)]).fetchall()[0][0]

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS events (
     processed              TIMESTAMPTZ,
     occurred_date          DATE NOT NULL,
     rtds_offset            VARCHAR NOT NULL,  -- offset of the copy kept (the first delivered)
-    copies                 INTEGER NOT NULL,  -- how many copies the stream delivered
+    copies                 INTEGER NOT NULL,  -- copies the stream delivered into this day
     source                 VARCHAR NOT NULL,
     device_type            VARCHAR,
     channel                VARCHAR,
@@ -63,7 +63,6 @@ CREATE TABLE IF NOT EXISTS load_log (
     files            BIGINT,
     landed_rows      BIGINT,
     rows             BIGINT,
-    duplicates       BIGINT,   -- copies dropped inside the day
-    kept_elsewhere   BIGINT,   -- ids whose first copy lives in another day's partition
+    copies_dropped   BIGINT,   -- landed rows not kept: later copies, or kept in another day
     manifest         VARCHAR   -- fingerprint of the files read: unchanged → no rebuild needed
 );

@@ -1,0 +1,21 @@
+-- daily_active_channels: who used the app each day.
+-- Grain: one row per day (occurred date, UTC) × platform × app version × country.
+-- Refresh: per day partition ($days). Active = any event the device itself reported; sends,
+-- rejections, aborts, control, push bodies, decay uninstalls and subscription/consent
+-- bookkeeping (SUBSCRIPTION, SUBSCRIPTION_LIST, FIRST_OPT_IN, CONTACT_CHANGE) are not activity.
+-- New = FIRST_OPEN that day; opted in = the device reported push_opt_in = true that day.
+SELECT occurred_date AS day,
+       device_type AS platform,
+       coalesce(app_version, '(none)') AS app_version,
+       coalesce(country, '(none)') AS country,
+       count(DISTINCT channel) AS active_channels,
+       count(DISTINCT channel) FILTER (WHERE type = 'FIRST_OPEN') AS new_channels,
+       count(DISTINCT channel) FILTER (WHERE raw->>'$.device.attributes.push_opt_in' = 'true')
+           AS opted_in_channels
+FROM events
+WHERE list_contains($days, occurred_date)
+  AND channel IS NOT NULL AND device_type IS NOT NULL
+  AND type NOT IN ('SEND', 'SEND_REJECTED', 'SEND_ABORTED', 'CONTROL', 'PUSH_BODY', 'UNINSTALL',
+                   'SUBSCRIPTION', 'SUBSCRIPTION_LIST', 'FIRST_OPT_IN', 'CONTACT_CHANGE')
+GROUP BY ALL
+ORDER BY ALL

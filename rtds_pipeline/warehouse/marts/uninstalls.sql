@@ -1,0 +1,24 @@
+-- uninstalls: how fast users leave.
+-- Grain: one row per day (occurred date, UTC) × platform. Refresh: per day partition ($days).
+-- Decay-inferred: Airship inferred the uninstall from failed deliveries (body.decay = true);
+-- explicit: reported directly. Channel age: from the channel's first event in the warehouse
+-- (a lower bound when its first events are older than RTDS retention).
+WITH gone AS (
+    SELECT occurred_date, device_type, channel, occurred,
+           coalesce(TRY_CAST(raw->>'$.body.decay' AS BOOLEAN), false) AS decay
+    FROM events
+    WHERE type = 'UNINSTALL' AND list_contains($days, occurred_date)
+),
+first_seen AS (
+    SELECT channel, min(occurred) AS first_seen
+    FROM events WHERE channel IN (SELECT channel FROM gone) GROUP BY channel
+)
+SELECT g.occurred_date AS day,
+       g.device_type AS platform,
+       count(*) AS uninstalls,
+       count(*) FILTER (WHERE g.decay) AS decay_inferred,
+       count(*) FILTER (WHERE NOT g.decay) AS explicit,
+       median(epoch(g.occurred - f.first_seen) / 86400.0) AS median_channel_age_days
+FROM gone g LEFT JOIN first_seen f USING (channel)
+GROUP BY ALL
+ORDER BY ALL

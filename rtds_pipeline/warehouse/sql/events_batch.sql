@@ -1,0 +1,46 @@
+-- Rebuild a batch of days of {table} from their committed landing files: the narrow pass that
+-- decides which copy of each id is kept, then the old rows go. events_day_insert.sql then writes
+-- each day; events_batch_end.sql cleans up. All in one transaction.
+-- Parameters: $days (DATE[]), $files (those days' committed files).
+--
+-- Deduplication: every copy of an event carries the same id; the copy kept is the first the
+-- stream delivered (lowest offset). Duplicates are found on the narrow (id, stream_key) columns,
+-- so wide rows are never partitioned by id — why this beats a plain row_number() window over
+-- the same files (bench/events.py). Offsets are opaque digit strings: compared left-padded,
+-- which orders them numerically. A row's day is its landing folder's (UTC occurred date), never
+-- a cast that would depend on the session's time zone.
+
+-- The narrow columns only; the wide ones are read from Parquet once more by the INSERT.
+CREATE OR REPLACE TEMP TABLE batch_landed AS
+SELECT id, lpad(rtds_offset, 24, '0') AS stream_key,
+       regexp_extract(filename, 'occurred_date=([0-9-]+)/', 1)::DATE AS day
+FROM read_parquet($files, filename = true, hive_partitioning = false);
+
+CREATE OR REPLACE TEMP TABLE batch_dups AS
+SELECT id, min(stream_key) AS keep_key, arg_min(day, stream_key) AS keep_day,
+       count(*)::INTEGER AS copies, min(day) <> max(day) AS spans_days
+FROM batch_landed GROUP BY id HAVING count(*) > 1;
+
+-- `copies` counts the copies in the kept copy's day, so it does not depend on which days are
+-- built together. Copies in several days are rare (occurred differed): fixed up one by one.
+UPDATE batch_dups SET copies = fix.n
+FROM (SELECT l.id, count(*)::INTEGER AS n
+      FROM batch_landed l
+      JOIN (SELECT id, keep_day FROM batch_dups WHERE spans_days) s
+        ON s.id = l.id AND s.keep_day = l.day
+      GROUP BY l.id) AS fix
+WHERE batch_dups.id = fix.id;
+
+-- Copies of this batch's ids already kept in days outside the batch (their occurred differed).
+CREATE OR REPLACE TEMP TABLE batch_elsewhere AS
+SELECT e.id, lpad(e.rtds_offset, 24, '0') AS stream_key
+FROM {table} e
+WHERE NOT list_contains($days, e.occurred_date) AND e.id IN (SELECT id FROM batch_landed);
+
+DELETE FROM {table} WHERE list_contains($days, occurred_date);
+
+-- Where the batch holds the earlier copy, the other day's copy goes.
+DELETE FROM {table} t
+WHERE t.id IN (SELECT x.id FROM batch_elsewhere x
+               WHERE EXISTS (SELECT 1 FROM batch_landed l
+                             WHERE l.id = x.id AND l.stream_key < x.stream_key));

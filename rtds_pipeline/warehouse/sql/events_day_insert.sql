@@ -1,0 +1,25 @@
+-- Write some days of {table}: the kept copy of every id, by day in occurred order (ties: stream
+-- position), typed columns parsed once from the raw JSON. Sorting a few days at a time keeps
+-- memory bounded. Parameter: $files (those days' committed files).
+-- Uses batch_landed / batch_dups / batch_elsewhere from events_batch.sql.
+INSERT INTO {table}
+SELECT l.id, l.type, l.occurred, l.processed, l.day, l.rtds_offset, coalesce(d.copies, 1),
+       l.source, l.device_type, l.channel, l.named_user_id, l.contact_id, l.push_id, l.group_id,
+       j[1], j[2], j[3], j[4], j[5], TRY_CAST(j[6] AS DOUBLE), j[7], j[8], l.raw
+FROM (
+    SELECT id, type, rtds_offset, lpad(rtds_offset, 24, '0') AS stream_key,
+           coalesce(occurred, processed) AS occurred, processed,
+           device_type, channel, named_user_id, contact_id, push_id, group_id, raw,
+           regexp_extract(filename, 'source=([^/]+)/', 1) AS source,
+           regexp_extract(filename, 'occurred_date=([0-9-]+)/', 1)::DATE AS day,
+           json_extract_string(raw, [
+               '$.body.session_id', '$.body.triggering_push.push_id',
+               '$.body.triggering_push.group_id', '$.body.last_delivered.push_id', '$.body.name',
+               '$.body.value', '$.device.attributes.app_version',
+               '$.device.attributes.locale_country_code']) AS j
+    FROM read_parquet($files, filename = true, hive_partitioning = false)
+) l
+LEFT JOIN batch_dups d ON d.id = l.id
+WHERE (d.id IS NULL OR l.stream_key = d.keep_key)
+  AND NOT EXISTS (SELECT 1 FROM batch_elsewhere x WHERE x.id = l.id AND x.stream_key < l.stream_key)
+ORDER BY l.day, l.occurred, l.stream_key;

@@ -1,0 +1,248 @@
+"""Each mart on a small hand-made stream whose right answers are worked out by hand, then all
+marts on test-server data checked for internal consistency."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+
+import duckdb
+import orjson
+import pytest
+from landing import commit_window, event
+
+from rtds_pipeline.ingest import ingest_window
+from rtds_pipeline.lake.storage import open_lake
+from rtds_pipeline.settings import SourceConfig
+from rtds_pipeline.stream.reader import WindowLimits
+from rtds_pipeline.testserver.app import ServerOptions, TestServer
+from rtds_pipeline.testserver.log import Quirks
+from rtds_pipeline.warehouse import events as wh
+from rtds_pipeline.warehouse import marts
+from rtds_pipeline.warehouse.store import Warehouse
+
+D1, D2 = "2026-11-20", "2026-11-21"
+OLD = "2026-09-01"  # 80 days before D2
+P1 = "push-1"
+EVENTS, COMPLIANCE = SourceConfig("events"), SourceConfig("compliance", kind="compliance")
+
+
+def at(day: str, hms: str) -> str:
+    return f"{day}T{hms}.000Z"
+
+
+def dev(channel: str, platform: str = "IOS", country: str = "US", version: str = "5.0",
+        opt_in: str = "true") -> dict:
+    return {"channel": channel, "device_type": platform,
+            "attributes": {"app_version": version, "locale_country_code": country,
+                           "push_opt_in": opt_in}}
+
+
+def build_all(tmp_path, lake) -> duckdb.DuckDBPyConnection:
+    warehouse = Warehouse(tmp_path / "wh.duckdb")
+    with warehouse.writer(lake) as con:
+        wh.sync_manifest(con, lake, [EVENTS, COMPLIANCE])
+        for kind in ("events", "compliance"):
+            days = [r[0] for r in con.execute(
+                "SELECT DISTINCT day FROM landing_files WHERE kind = ? AND day <> 'dead_letter'",
+                [kind]).fetchall()]
+            wh.build_days(con, kind, days)
+        days = [r[0] for r in con.execute(
+            "SELECT DISTINCT occurred_date::VARCHAR FROM events").fetchall()]
+        for mart in marts.MARTS:
+            marts.refresh(con, mart, days)
+            assert marts.grain_duplicates(con, mart) == 0, mart.name
+            assert marts.violations(con, mart)[0] == 0, mart.name
+    return warehouse.reader()
+
+
+@pytest.fixture
+def con(tmp_path):
+    lake = open_lake(str(tmp_path / "lake"))
+    payload = base64.b64encode(orjson.dumps({
+        "audience": "all", "device_types": ["ios", "android"],
+        "notification": {"alert": "Hello"}})).decode()
+    push = {"push_id": P1, "campaigns": {"categories": ["promo"]}}
+    trig = {"push_id": P1, "time": at(D1, "10:00:00")}
+    # Window 1. The OPEN of c1 arrives before its SEND (lower offset), as RTDS allows.
+    commit_window(lake, "events", [
+        event("open-c1", "OPEN", at(D1, "23:50:00"), 1, device=dev("c1"),
+              body={"session_id": "s1", "triggering_push": trig, "last_delivered": trig}),
+        event("body-1", "PUSH_BODY", at(D1, "09:59:00"), 2,
+              body={"payload": payload, "resource": "PUSH", "trimmed": False, **push}),
+        event("send-c1", "SEND", at(D1, "10:00:00"), 3, device=dev("c1"), body=push),
+        event("send-c2", "SEND", at(D1, "10:00:01"), 4, device=dev("c2", "ANDROID", "DE"), body=push),
+        event("send-c3", "SEND", at(D1, "10:00:02"), 5, device=dev("c3"), body=push),
+        event("rej-c4", "SEND_REJECTED", at(D1, "10:00:03"), 6, device=dev("c4"),
+              body={**push, "status": "Uninstalled"}),
+        event("abort-c5", "SEND_ABORTED", at(D1, "10:00:04"), 7, device=dev("c5"),
+              body={**push, "reason": "FREQUENCY_LIMIT_REACHED"}),
+        event("first-c2", "FIRST_OPEN", at(D1, "11:00:00"), 8, device=dev("c2", "ANDROID", "DE")),
+        # c2's app opened 2 h after the push: influenced, not direct. Its CLOSE never comes.
+        event("open-c2", "OPEN", at(D1, "12:00:00"), 9, device=dev("c2", "ANDROID", "DE"),
+              body={"session_id": "s2", "last_delivered": trig}),
+        # c3 opens 13 h after the push: outside Airship's 12 h window.
+        event("open-c3", "OPEN", at(D1, "23:00:00"), 10, device=dev("c3", opt_in="false"),
+              body={"session_id": "s3", "last_delivered": trig}),
+        event("gone-c3", "UNINSTALL", at(D1, "20:00:00"), 11, device=dev("c3"), body={"decay": True}),
+        event("scr-1", "SCREEN_VIEWED", at(D1, "23:55:00"), 12, device=dev("c1"),
+              body={"session_id": "s1", "viewed_screen": "home"}),
+        # A duplicate copy of c1's SEND: same id, later offset and processed time.
+        event("send-c1", "SEND", at(D1, "10:00:00"), 13, device=dev("c1"), body=push,
+              processed=at(D1, "10:30:00")),
+        event("iam-d1", "IN_APP_MESSAGE_DISPLAY", at(D1, "12:01:00"), 14, device=dev("c1"),
+              body={"push_id": "iam-1", "session_id": "s1"}),
+        event("iam-d2", "IN_APP_MESSAGE_DISPLAY", at(D1, "12:02:00"), 15, device=dev("c2"),
+              body={"push_id": "iam-1", "session_id": "s2"}),
+        event("iam-r1", "IN_APP_MESSAGE_RESOLUTION", at(D1, "12:03:00"), 16, device=dev("c1"),
+              body={"push_id": "iam-1", "type": "BUTTON_CLICK", "button_id": "ok"}),
+        event("iam-r2", "IN_APP_MESSAGE_RESOLUTION", at(D1, "12:04:00"), 17, device=dev("c2"),
+              body={"push_id": "iam-1", "type": "USER_DISMISSED"}),
+        event("iam-t1", "IN_APP_BUTTON_TAP", at(D1, "12:03:00"), 18, device=dev("c1"),
+              body={"push_id": "iam-1", "button_id": "ok"}),
+    ])
+    # Window 2, the next day: the session of c1 closes after midnight; conversions; a late event.
+    commit_window(lake, "events", [
+        event("scr-2", "SCREEN_VIEWED", at(D2, "00:05:00"), 20, device=dev("c1"),
+              body={"session_id": "s1", "viewed_screen": "cart"}),
+        event("buy-c1", "CUSTOM", at(D2, "00:08:00"), 21, device=dev("c1"),
+              body={"name": "purchase", "value": 10.0, "session_id": "s1", "triggering_push": trig}),
+        event("close-c1", "CLOSE", at(D2, "00:10:00"), 22, device=dev("c1"), body={"session_id": "s1"}),
+        event("buy-c2", "CUSTOM", at(D2, "09:00:00"), 23, device=dev("c2", "ANDROID", "DE"),
+              body={"name": "purchase", "value": 5.0}),
+        event("late-1", "CUSTOM", at(OLD, "08:00:00"), 24, device=dev("c9"),
+              body={"name": "purchase", "value": 1.0}, processed=at(D2, "08:00:00")),
+        event("iam-x1", "IN_APP_MESSAGE_EXPIRATION", at(D2, "08:00:00"), 25, device=dev("c3"),
+              body={"push_id": "iam-1"}),
+        # Email consent: opted out by a link, then opted in again (and a duplicate copy).
+        event("sub-out", "SUBSCRIPTION", at(D2, "10:00:00"), 26,
+              device={"channel": "e1", "device_type": "EMAIL", "delivery_address": "a@example.com"},
+              body={"event_type": "link_unsubscribe", "identifiers": {"address": "a@example.com"},
+                    "properties": {"commercial_opted_out": at(D2, "10:00:00")}}),
+        event("sub-out", "SUBSCRIPTION", at(D2, "10:00:00"), 27,
+              device={"channel": "e1", "device_type": "EMAIL", "delivery_address": "a@example.com"},
+              body={"event_type": "link_unsubscribe", "identifiers": {"address": "a@example.com"},
+                    "properties": {"commercial_opted_out": at(D2, "10:00:00")}},
+              processed=at(D2, "10:20:00")),
+    ])
+    commit_window(lake, "compliance", [
+        event("reg-a", "COMPLIANCE", at(D1, "08:00:00"), 2,
+              device={"channel": "e1", "device_type": "EMAIL", "delivery_address": "a@example.com"},
+              body={"event_type": "registration", "identifiers": {"address": "a@example.com"},
+                    "properties": {"registration_type": "create", "source": "ui",
+                                   "commercial_opted_in": at(D1, "08:00:00")}}),
+        event("reopt-a", "COMPLIANCE", at(D2, "18:00:00"), 28,
+              device={"channel": "e1", "device_type": "EMAIL", "delivery_address": "a@example.com"},
+              body={"event_type": "create_and_send", "identifiers": {"address": "a@example.com"},
+                    "properties": {"commercial_opted_in": at(D2, "18:00:00")}}),
+        event("carrier", "COMPLIANCE", at(D2, "07:00:00"), 29,
+              body={"event_type": "carrier_deactivation",
+                    "identifiers": {"msisdn": "15550001111", "sender": "12345"},
+                    "properties": {"action": "suppressed"}}),
+    ])
+    return build_all(tmp_path, lake)
+
+
+def one(con, sql, *params):
+    rel = con.execute(sql, list(params))
+    cols = [d[0] for d in rel.description]
+    rows = rel.fetchall()
+    assert len(rows) == 1, rows
+    return dict(zip(cols, rows[0], strict=True))
+
+
+def test_push_performance(con):
+    p = one(con, "SELECT * FROM push_performance WHERE push_id = ?", P1)
+    assert p["alert"] == "Hello" and p["platforms"] == ["ios", "android"]
+    assert p["categories"] == ["promo"]
+    assert (p["sends"], p["rejections"], p["aborts"]) == (3, 1, 1)  # the duplicate SEND counts once
+    assert p["rejections_by_status"] == {"Uninstalled": 1}
+    assert p["aborts_by_reason"] == {"FREQUENCY_LIMIT_REACHED": 1}
+    assert (p["direct_opens"], p["direct_open_channels"], p["influenced_opens"]) == (1, 1, 1)
+    assert p["direct_open_rate"] == pytest.approx(1 / 3)
+    assert p["uninstalls_24h"] == 1  # c3: 10 h after its send
+    assert (p["conversions"], p["conversion_value"]) == (1, 10.0)
+
+
+def test_sessions(con):
+    s1 = one(con, "SELECT * FROM sessions WHERE session_id = 's1'")
+    assert s1["duration_s"] == 20 * 60  # 23:50 → 00:10, across midnight
+    assert (s1["screens_viewed"], s1["custom_events"], s1["push_initiated"]) == (2, 1, True)
+    assert not s1["close_missing"]
+    s2 = one(con, "SELECT * FROM sessions WHERE session_id = 's2'")
+    assert s2["close_missing"] and s2["ended_at"] is None and s2["duration_s"] is None
+    assert not s2["push_initiated"]
+    assert con.execute("SELECT count(*) FROM sessions").fetchall()[0][0] == 3
+
+
+def test_daily_active_channels(con):
+    rows = con.execute("SELECT day::VARCHAR, platform, country, active_channels, new_channels, "
+                       "opted_in_channels FROM daily_active_channels ORDER BY ALL").fetchall()
+    # D1: IOS/US c1 (opened, screen), c3 (opened with push opt-in false); ANDROID/DE c2 (first open).
+    # D2: IOS/US c1 and c3 (expiration); ANDROID/DE c2 (custom). OLD: IOS/US c9.
+    assert rows == [
+        (OLD, "IOS", "US", 1, 0, 1),
+        (D1, "ANDROID", "DE", 1, 1, 1),
+        (D1, "IOS", "US", 3, 0, 2),  # c1, c3 and c2's in-app display reported as IOS device
+        (D2, "ANDROID", "DE", 1, 0, 1),
+        (D2, "IOS", "US", 2, 0, 2),
+    ]
+
+
+def test_custom_events_daily_keeps_the_late_event_in_its_day(con):
+    rows = con.execute("SELECT day::VARCHAR, event_name, events, unique_channels, value_sum, "
+                       "conversions, conversion_value FROM custom_events_daily ORDER BY day").fetchall()
+    assert rows == [(OLD, "purchase", 1, 1, 1.0, 0, 0.0), (D2, "purchase", 2, 2, 15.0, 1, 10.0)]
+
+
+def test_in_app_funnel(con):
+    f = one(con, "SELECT * FROM in_app_funnel WHERE push_id = 'iam-1'")
+    assert (f["displays"], f["channels_displayed"], f["resolutions"]) == (2, 2, 2)
+    assert (f["button_click_resolutions"], f["dismissed"], f["timed_out"]) == (1, 1, 0)
+    assert (f["button_taps"], f["expirations"]) == (1, 1)
+
+
+def test_uninstalls(con):
+    u = one(con, "SELECT * FROM uninstalls")
+    assert (u["day"].isoformat(), u["platform"], u["uninstalls"]) == (D1, "IOS", 1)
+    assert (u["decay_inferred"], u["explicit"]) == (1, 0)
+    assert u["median_channel_age_days"] == pytest.approx(10 / 24 - 2 / 86400)  # SEND 10:00:02 → 20:00
+
+
+def test_consent_ledger_and_current_state(con):
+    ledger = con.execute("SELECT ledger_seq, message_type, state, action, event_id "
+                         "FROM consent_ledger WHERE address = 'a@example.com' ORDER BY ledger_seq").fetchall()
+    assert ledger == [
+        (1, "commercial", "opted_in", "registration", "reg-a"),
+        (2, "commercial", "opted_out", "link_unsubscribe", "sub-out"),  # one row for two copies
+        (3, "commercial", "opted_in", "create_and_send", "reopt-a"),
+    ]
+    assert one(con, "SELECT state FROM consent_current WHERE address = 'a@example.com'")["state"] == "opted_in"
+    sms = one(con, "SELECT * FROM consent_current WHERE address = '15550001111'")
+    assert (sms["message_type"], sms["state"]) == ("sms", "suppressed")
+
+
+def test_stream_health(con):
+    h = one(con, "SELECT * FROM stream_health WHERE hour_utc = TIMESTAMP '2026-11-20 10:00:00'")
+    # Processed 10:00–11:00 (processed defaults to occurred): the SENDs of c1 (two copies), c2
+    # and c3, the rejection and the abort; the PUSH_BODY was processed at 09:59.
+    assert (h["events"], h["copies_delivered"]) == (5, 6)
+    assert h["duplicate_rate"] == pytest.approx(1 / 6)
+    late = one(con, "SELECT * FROM stream_health WHERE hour_utc = TIMESTAMP '2026-11-21 08:00:00'")
+    assert late["late_events"] == 1 and late["latency_max_s"] == 81 * 86400  # Sep 1 → Nov 21
+
+
+def test_marts_on_test_server_data_are_consistent(tmp_path):
+    """No quirks: every open's push was sent to that channel, so direct opens ≤ sends holds."""
+    with TestServer(ServerOptions(port=0, backlog=8000, seed=11, quirks=Quirks.none())) as srv:
+        lake = open_lake(str(tmp_path / "lake"))
+        for source in (EVENTS, COMPLIANCE):
+            src = dataclasses.replace(source, base_url=srv.url)
+            ingest_window(src, lake, WindowLimits(max_seconds=60, idle_timeout=10))
+    con = build_all(tmp_path, lake)  # asserts grain uniqueness and every mart's own check
+    counts = {m.name: con.execute(f"SELECT count(*) FROM {m.name}").fetchall()[0][0]
+              for m in marts.MARTS}
+    assert all(counts.values()), counts
+    bad = con.execute("SELECT count(*) FROM push_performance "
+                      "WHERE sends > 0 AND direct_open_channels > sends").fetchall()[0][0]
+    assert bad == 0
