@@ -52,6 +52,11 @@ class Reconciliation:
                 and self.missing == 0 and self.not_landed == 0)
 
 
+def table_sql(name: str, table: str) -> str:
+    """A SQL file written for `{table}` (events or compliance_events)."""
+    return sql(name).replace("{table}", table)
+
+
 def file_url(lake: Lake, rel: str) -> str:
     path = lake.path(rel)
     return path if lake.is_local else f"{lake.protocol}://{path}"
@@ -149,11 +154,11 @@ def build_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str],
         try:
             if paths:
                 params = {"files": paths, "days": dates}
-                run_script(con, sql("events_batch").format(table=table), params)
+                run_script(con, table_sql("events_batch", table), params)
                 for days_ in batches({d: files[d] for d in group}, INSERT_BYTES):
-                    con.execute(sql("events_day_insert").format(table=table),
+                    con.execute(table_sql("events_day_insert", table),
                                 {"files": [p for d in days_ for p, _ in files[d]]})
-                run_script(con, sql("events_batch_end").format(table=table), params)
+                run_script(con, table_sql("events_batch_end", table), params)
                 stats = {str(d): (landed, rows) for d, landed, rows in
                          con.execute("SELECT day, landed_rows, rows FROM batch_stats").fetchall()}
             else:
@@ -187,7 +192,7 @@ def reconcile_days(con: duckdb.DuckDBPyConnection, kind: str,
         rows = dict(con.execute(f"SELECT occurred_date::VARCHAR, count(*) FROM {table} "
                                 "WHERE list_contains(?, occurred_date) GROUP BY 1", [dates]).fetchall())
         return [Reconciliation(d, 0, rows.get(d, 0), 0, 0, rows.get(d, 0)) for d in days]
-    got = con.execute(sql("reconcile_days").format(table=table),
+    got = con.execute(table_sql("reconcile_days", table),
                       {"files": paths, "days": dates}).fetchall()
     return [Reconciliation(*r) for r in got]
 
@@ -197,7 +202,7 @@ def reconcile_day(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> Reconc
 
 
 def duplicate_ids(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> list[tuple]:
-    return con.execute(sql("duplicate_ids").format(table=TABLES[kind]),
+    return con.execute(table_sql("duplicate_ids", TABLES[kind]),
                        {"days": [dt.date.fromisoformat(d) for d in days]}).fetchall()
 
 

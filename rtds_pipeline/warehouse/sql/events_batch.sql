@@ -7,14 +7,13 @@
 -- stream delivered (lowest offset). Duplicates are found on the narrow (id, stream_key) columns,
 -- so wide rows are never partitioned by id — why this beats a plain row_number() window over
 -- the same files (bench/events.py). Offsets are opaque digit strings: compared left-padded,
--- which orders them numerically. A row's day is its landing folder's (UTC occurred date), never
--- a cast that would depend on the session's time zone.
+-- which orders them numerically. A row's day and source are its landing folder's Hive keys
+-- (occurred_date=…, source=…): never a cast that would depend on the session's time zone.
 
 -- The narrow columns only; the wide ones are read from Parquet once more by the INSERT.
 CREATE OR REPLACE TEMP TABLE batch_landed AS
-SELECT id, lpad(rtds_offset, 24, '0') AS stream_key,
-       regexp_extract(filename, 'occurred_date=([0-9-]+)/', 1)::DATE AS day
-FROM read_parquet($files, filename = true, hive_partitioning = false);
+SELECT id, lpad(rtds_offset, 24, '0') AS stream_key, occurred_date AS day
+FROM read_parquet($files, hive_partitioning = true, hive_types = {'occurred_date': DATE, 'source': VARCHAR});
 
 CREATE OR REPLACE TEMP TABLE batch_dups AS
 SELECT id, min(stream_key) AS keep_key, arg_min(day, stream_key) AS keep_day,

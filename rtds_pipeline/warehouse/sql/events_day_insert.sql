@@ -10,14 +10,14 @@ FROM (
     SELECT id, type, rtds_offset, lpad(rtds_offset, 24, '0') AS stream_key,
            coalesce(occurred, processed) AS occurred, processed,
            device_type, channel, named_user_id, contact_id, push_id, group_id, raw,
-           regexp_extract(filename, 'source=([^/]+)/', 1) AS source,
-           regexp_extract(filename, 'occurred_date=([0-9-]+)/', 1)::DATE AS day,
+           source, occurred_date AS day,
            json_extract_string(raw, [
                '$.body.session_id', '$.body.triggering_push.push_id',
                '$.body.triggering_push.group_id', '$.body.last_delivered.push_id', '$.body.name',
                '$.body.value', '$.device.attributes.app_version',
                '$.device.attributes.locale_country_code']) AS j
-    FROM read_parquet($files, filename = true, hive_partitioning = false)
+    FROM read_parquet($files, hive_partitioning = true,
+                      hive_types = {'occurred_date': DATE, 'source': VARCHAR})
 ) l
 LEFT JOIN batch_dups d ON d.id = l.id
 WHERE (d.id IS NULL OR l.stream_key = d.keep_key)
