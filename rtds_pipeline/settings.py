@@ -85,6 +85,7 @@ class Settings:
     window_max_events: int = 2_000_000
     window_max_bytes: int = 2 << 30
     idle_timeout: float = 90.0
+    duckdb_memory_limit: str = "2GB"  # of the warehouse writer
     tick_seconds: int = 15  # minimum interval between two sensor ticks of a source
     first_day: str | None = None  # first daily partition; default: 100 days ago (RTDS keeps ≤ 90)
 
@@ -176,6 +177,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         window_max_events=int(env.get("RTDS_WINDOW_MAX_EVENTS", 2_000_000)),
         window_max_bytes=int(env.get("RTDS_WINDOW_MAX_BYTES", 2 << 30)),
         idle_timeout=float(env.get("RTDS_IDLE_TIMEOUT", 90)),
+        duckdb_memory_limit=env.get("RTDS_DUCKDB_MEMORY_LIMIT", "2GB"),
         tick_seconds=int(env.get("RTDS_TICK_SECONDS", 15)),
         first_day=env.get("RTDS_FIRST_DAY") or None,
     )

@@ -5,12 +5,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import duckdb
 import orjson
 
 from rtds_pipeline.lake.batch import parse_batch
 from rtds_pipeline.lake.commits import Commit, CommitLog
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.lake.writer import LandingWriter
+from rtds_pipeline.settings import SourceConfig
+from rtds_pipeline.warehouse import events as wh
+from rtds_pipeline.warehouse import marts
+from rtds_pipeline.warehouse.store import Warehouse
+
+SOURCES = (SourceConfig("events"), SourceConfig("compliance", kind="compliance"))
 
 
 def event(id_: str, type_: str, occurred: str, offset: int, *, processed: str | None = None,
@@ -38,3 +45,23 @@ def commit_window(lake: Lake, source: str, events: list[dict[str, Any]]) -> Comm
                     duplicates=writer.duplicates, late_events=writer.late)
     log.write(commit)
     return commit
+
+
+def build_warehouse(tmp_path, lake, sources=SOURCES) -> duckdb.DuckDBPyConnection:
+    """Build events, compliance_events and every mart from the lake, as the assets do, checking
+    each mart's grain and consistency; returns a read-only connection to the published file."""
+    warehouse = Warehouse(tmp_path / "wh.duckdb")
+    with warehouse.writer(lake) as con:
+        wh.sync_manifest(con, lake, sources)
+        for kind in ("events", "compliance"):
+            days = [r[0] for r in con.execute(
+                "SELECT DISTINCT day FROM landing_files WHERE kind = ? AND day <> 'dead_letter'",
+                [kind]).fetchall()]
+            wh.build_days(con, kind, days)
+        days = [r[0] for r in con.execute(
+            "SELECT DISTINCT occurred_date::VARCHAR FROM events").fetchall()]
+        for mart in marts.MARTS:
+            marts.refresh(con, mart, days)
+            assert marts.grain_duplicates(con, mart) == 0, mart.name
+            assert marts.violations(con, mart)[0] == 0, mart.name
+    return warehouse.reader()

@@ -6,25 +6,21 @@ from __future__ import annotations
 import base64
 import dataclasses
 
-import duckdb
 import orjson
 import pytest
-from landing import commit_window, event
+from landing import SOURCES, build_warehouse, commit_window, event
 
 from rtds_pipeline.ingest import ingest_window
 from rtds_pipeline.lake.storage import open_lake
-from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.stream.reader import WindowLimits
 from rtds_pipeline.testserver.app import ServerOptions, TestServer
 from rtds_pipeline.testserver.log import Quirks
-from rtds_pipeline.warehouse import events as wh
 from rtds_pipeline.warehouse import marts
-from rtds_pipeline.warehouse.store import Warehouse
 
 D1, D2 = "2026-11-20", "2026-11-21"
 OLD = "2026-09-01"  # 80 days before D2
 P1 = "push-1"
-EVENTS, COMPLIANCE = SourceConfig("events"), SourceConfig("compliance", kind="compliance")
+EVENTS, COMPLIANCE = SOURCES
 
 
 def at(day: str, hms: str) -> str:
@@ -36,24 +32,6 @@ def dev(channel: str, platform: str = "IOS", country: str = "US", version: str =
     return {"channel": channel, "device_type": platform,
             "attributes": {"app_version": version, "locale_country_code": country,
                            "push_opt_in": opt_in}}
-
-
-def build_all(tmp_path, lake) -> duckdb.DuckDBPyConnection:
-    warehouse = Warehouse(tmp_path / "wh.duckdb")
-    with warehouse.writer(lake) as con:
-        wh.sync_manifest(con, lake, [EVENTS, COMPLIANCE])
-        for kind in ("events", "compliance"):
-            days = [r[0] for r in con.execute(
-                "SELECT DISTINCT day FROM landing_files WHERE kind = ? AND day <> 'dead_letter'",
-                [kind]).fetchall()]
-            wh.build_days(con, kind, days)
-        days = [r[0] for r in con.execute(
-            "SELECT DISTINCT occurred_date::VARCHAR FROM events").fetchall()]
-        for mart in marts.MARTS:
-            marts.refresh(con, mart, days)
-            assert marts.grain_duplicates(con, mart) == 0, mart.name
-            assert marts.violations(con, mart)[0] == 0, mart.name
-    return warehouse.reader()
 
 
 @pytest.fixture
@@ -140,7 +118,7 @@ def con(tmp_path):
                     "identifiers": {"msisdn": "15550001111", "sender": "12345"},
                     "properties": {"action": "suppressed"}}),
     ])
-    return build_all(tmp_path, lake)
+    return build_warehouse(tmp_path, lake)
 
 
 def one(con, sql, *params):
@@ -239,7 +217,7 @@ def test_marts_on_test_server_data_are_consistent(tmp_path):
         for source in (EVENTS, COMPLIANCE):
             src = dataclasses.replace(source, base_url=srv.url)
             ingest_window(src, lake, WindowLimits(max_seconds=60, idle_timeout=10))
-    con = build_all(tmp_path, lake)  # asserts grain uniqueness and every mart's own check
+    con = build_warehouse(tmp_path, lake)  # asserts grain uniqueness and every mart's own check
     counts = {m.name: con.execute(f"SELECT count(*) FROM {m.name}").fetchall()[0][0]
               for m in marts.MARTS}
     assert all(counts.values()), counts

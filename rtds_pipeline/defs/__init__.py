@@ -33,5 +33,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         # Runs are one step each: executing it in the run's own process saves a process start.
         executor=dg.in_process_executor,
         resources={"rtds": RtdsResource(lake_url=settings.lake_url,
-                                        warehouse_path=settings.warehouse_path)},
+                                        warehouse_path=settings.warehouse_path,
+                                        duckdb_memory_limit=settings.duckdb_memory_limit)},
     )

@@ -55,7 +55,7 @@ class Warehouse:
         self.private_dir = self.path.parent / ".warehouse"
         self.writer_path = self.private_dir / "writer.duckdb"
         self.lock_path = self.private_dir / "writer.lock"
-        self.memory_limit = memory_limit or os.environ.get("RTDS_DUCKDB_MEMORY_LIMIT")
+        self.memory_limit = memory_limit
         self.threads = threads
 
     @contextlib.contextmanager
