@@ -21,6 +21,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.events
+	$(BIN)/python -m bench.freshness
 
 clean:
-	rm -rf $(VENV) data dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs
+	rm -rf $(VENV) data
+	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from rtds_pipeline.settings import load_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", "8717"))
 UI_PORT = int(os.environ.get("RTDS_UI_PORT", "3000"))
@@ -52,7 +54,7 @@ def main() -> int:
     # `dagster dev` maps SIGTERM onto it): install handlers so SIGINT/SIGTERM stop everything.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    dagster_home = ROOT / "dagster_home"
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or ROOT / "dagster_home")
     env = {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
@@ -80,7 +82,7 @@ def main() -> int:
             return 1
         print(f"\n  Dagster UI:  http://127.0.0.1:{UI_PORT}   (sensors rtds_events and "
               f"rtds_compliance are running)\n"
-              f"  Warehouse:   duckdb -readonly {ROOT / 'data/warehouse.duckdb'}\n"
+              f"  Warehouse:   duckdb -readonly {load_settings(env).warehouse_path}\n"
               f"               or: .venv/bin/rtds-pipeline sql \"select count(*) from events\"\n"
               f"  Ctrl-C stops everything.\n", flush=True)
         return dagster.wait()
