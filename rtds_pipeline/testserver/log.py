@@ -140,9 +140,13 @@ class StreamLog:
                 self._wake()
                 return True
         self.generate(count, end - span_ms, end)
+        # Compress the backlog's full segments now (and cache them): the first reader then gets
+        # bytes at the speed of the socket instead of waiting for zlib.
+        for index in range(self.first_seq // SEGMENT_EVENTS, self.next_seq // SEGMENT_EVENTS):
+            self.segment(index)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            state = {k: v for k, v in self.__dict__.items() if k not in ("_waiters", "_segments")}
+            state = {k: v for k, v in self.__dict__.items() if k != "_waiters"}
             tmp = path.with_suffix(".tmp")
             with tmp.open("wb") as f:
                 pickle.dump((end, state), f, protocol=pickle.HIGHEST_PROTOCOL)
