@@ -87,6 +87,7 @@ class Settings:
     idle_timeout: float = 90.0
     duckdb_memory_limit: str = "2GB"  # of the warehouse writer
     tick_seconds: int = 15  # minimum interval between two sensor ticks of a source
+    marts_seconds: int = 60  # minimum interval between two marts refreshes
     first_day: str | None = None  # first daily partition; default: 100 days ago (RTDS keeps ≤ 90)
 
     def source(self, name: str | None) -> SourceConfig:
@@ -179,5 +180,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         idle_timeout=float(env.get("RTDS_IDLE_TIMEOUT", 90)),
         duckdb_memory_limit=env.get("RTDS_DUCKDB_MEMORY_LIMIT", "2GB"),
         tick_seconds=int(env.get("RTDS_TICK_SECONDS", 15)),
+        marts_seconds=int(env.get("RTDS_MARTS_SECONDS", 60)),
         first_day=env.get("RTDS_FIRST_DAY") or None,
     )

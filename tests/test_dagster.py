@@ -69,7 +69,7 @@ def test_definitions_load_without_network(monkeypatch):
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {"landing/events", "landing/compliance", "events", "compliance_events",
                     *(m.name for m in MARTS)}
-    assert {s.name for s in defs.sensors} == {"rtds_events", "rtds_compliance"}
+    assert {s.name for s in defs.sensors} == {"rtds_events", "rtds_compliance", "rtds_marts"}
     events = defs.get_assets_def("events")
     assert events.backfill_policy == dg.BackfillPolicy.single_run()
     assert all(spec.pool == WAREHOUSE_POOL for spec in events.node_def.pools and [events.node_def])
@@ -81,7 +81,8 @@ def test_definitions_load_without_network(monkeypatch):
 def test_one_sensor_per_partition_reader(tmp_path):
     settings = load_settings({"RTDS_PARTITIONS": "3", "RTDS_LAKE_URL": str(tmp_path)})
     names = {s.name for s in build_definitions(settings).sensors}
-    assert names == {"rtds_events_p0of3", "rtds_events_p1of3", "rtds_events_p2of3", "rtds_compliance"}
+    assert names == {"rtds_events_p0of3", "rtds_events_p1of3", "rtds_events_p2of3", "rtds_compliance",
+                     "rtds_marts"}
 
 
 def test_sensor_ticks_first_nothing_new_and_wiped_instance(fresh_server, tmp_path):
@@ -145,9 +146,18 @@ def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_ser
         comp = tick(defs, instance, name="rtds_compliance")
         for request in comp.run_requests:
             execute(defs, instance, request)
+        # The marts sensor sees the new partitions and refreshes every mart in one run.
+        marts_tick = tick(defs, instance, name="rtds_marts")
+        [marts_run] = marts_tick.run_requests
+        assert set(marts_run.asset_selection) == {dg.AssetKey(m.name) for m in MARTS}
+        execute(defs, instance, marts_run)
+        assert tick(defs, instance, name="rtds_marts", cursor=marts_tick.cursor).skip_reason
         # The checks ran and passed on every run.
-        evaluations = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [dg.AssetCheckKey(dg.AssetKey("events"), n) for n in ("unique_id", "reconciliation")])
+        keys = [dg.AssetCheckKey(dg.AssetKey("events"), n) for n in ("unique_id", "reconciliation")]
+        keys += [dg.AssetCheckKey(dg.AssetKey(m.name), n) for m in MARTS
+                 for n in ("grain_unique", "consistent")]
+        evaluations = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+        assert len(evaluations) == len(keys)
         assert all(e.status.value == "SUCCEEDED" for e in evaluations.values())
     ids = table_ids(settings)
     assert len(ids) == len(set(ids)) and set(ids) == truth_ids(srv)

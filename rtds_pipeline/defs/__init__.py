@@ -5,12 +5,12 @@ from __future__ import annotations
 import dagster as dg
 
 from rtds_pipeline.defs.assets import daily_partitions, day_table_asset, landing_spec
-from rtds_pipeline.defs.marts import mart_asset
+from rtds_pipeline.defs.marts import mart_asset, marts_sensor
 from rtds_pipeline.defs.resources import RtdsResource
 from rtds_pipeline.defs.sensors import source_sensor, stream_lag_check
 from rtds_pipeline.settings import Settings
 from rtds_pipeline.warehouse.events import TABLES
-from rtds_pipeline.warehouse.marts import downstream_of, marts_for
+from rtds_pipeline.warehouse.marts import marts_for
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -23,13 +23,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             assets.append(day_table_asset(kind, sources, partitions))
     available = marts_for({s.kind for s in settings.sources})
     assets.extend(mart_asset(m, partitions) for m in available)
-    # What a sensor's runs build: its table and every mart downstream of it.
-    targets = {kind: [dg.AssetKey(table), *(dg.AssetKey(m.name) for m in downstream_of(table, available))]
-               for kind, table in TABLES.items()}
+    tables = [TABLES[k] for k in ("events", "compliance") if any(s.kind == k for s in settings.sources)]
+    sensors = [source_sensor(s, settings, partitions, dg.AssetKey(TABLES[s.kind]))
+               for s in settings.sources]
+    if available:
+        sensors.append(marts_sensor(tables, [dg.AssetKey(m.name) for m in available],
+                                    settings.marts_seconds))
     return dg.Definitions(
         assets=assets,
         asset_checks=[stream_lag_check(s) for s in settings.sources],
-        sensors=[source_sensor(s, settings, partitions, targets[s.kind]) for s in settings.sources],
+        sensors=sensors,
         # Runs are one step each: executing it in the run's own process saves a process start.
         executor=dg.in_process_executor,
         resources={"rtds": RtdsResource(lake_url=settings.lake_url,

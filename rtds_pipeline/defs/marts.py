@@ -1,8 +1,14 @@
 """One asset per mart (`warehouse/marts/*.sql`), downstream of `events` / `compliance_events`,
 with a blocking check on the uniqueness of its grain and a check of its own consistency."""
 
+import json
+
 import dagster as dg
-from dagster import AssetExecutionContext
+from dagster import AssetExecutionContext, SensorEvaluationContext
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from rtds_pipeline.defs.assets import WAREHOUSE_POOL
 from rtds_pipeline.defs.resources import RtdsResource
@@ -45,3 +51,39 @@ def mart_asset(mart: marts.Mart, partitions: dg.PartitionsDefinition) -> dg.Asse
                                   metadata={"violations": bad, "examples": str(examples)[:500]})
 
     return _asset
+
+
+def marts_sensor(tables: list[str], mart_keys: list[dg.AssetKey],
+                 interval_s: int) -> dg.SensorDefinition:
+    """Refreshes the marts after `events` / `compliance_events` changed, at most every
+    `interval_s`: one run for every mart, daily marts over the range of days that changed.
+    Kept out of the sensors' runs so that a new window reaches `events` without waiting for
+    full-refresh marts."""
+
+    @dg.sensor(name="rtds_marts", minimum_interval_seconds=interval_s, asset_selection=mart_keys,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Refreshes the marts when events or compliance_events changed.")
+    def _sensor(context: SensorEvaluationContext) -> dg.SensorResult:
+        seen = json.loads(context.cursor) if context.cursor else {}
+        days: set[str] = set()
+        for table in tables:
+            page = None
+            while page is None or page.has_more:
+                page = context.instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=dg.AssetKey(table),
+                                          after_storage_id=seen.get(table)),
+                    limit=1000, ascending=True)
+                for record in page.records:
+                    if record.partition_key:
+                        days.add(record.partition_key)
+                    seen[table] = max(seen.get(table, 0), record.storage_id)
+        if not days:
+            return dg.SensorResult(skip_reason="events unchanged since the last marts run",
+                                   cursor=json.dumps(seen))
+        first, last = min(days), max(days)
+        return dg.SensorResult(cursor=json.dumps(seen), run_requests=[dg.RunRequest(
+            run_key="marts/" + "/".join(f"{t}:{seen.get(t, 0)}" for t in tables),
+            asset_selection=mart_keys,
+            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})])
+
+    return _sensor

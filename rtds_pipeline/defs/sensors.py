@@ -90,7 +90,7 @@ def _queued_run_covers(instance: dg.DagsterInstance, table: str, first: str, las
 
 def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, settings: Settings,
                   rtds: RtdsResource, partitions: dg.PartitionsDefinition,
-                  targets: list[dg.AssetKey]) -> dg.SensorResult:
+                  target: dg.AssetKey) -> dg.SensorResult:
     lake = rtds.lake()
     table = TABLES[source.kind]
     limits = limits_from(settings, max_seconds=min(settings.window_seconds, SENSOR_WINDOW_CAP_S),
@@ -125,10 +125,9 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
     requests = []
     if days and not _queued_run_covers(context.instance, table, days[0], days[-1]):
         # One run for the range the commits touched (late days included); it rebuilds only the
-        # days whose committed files changed, then the marts built from the table. The run key
-        # makes a re-evaluated tick harmless.
+        # days whose committed files changed. The run key makes a re-evaluated tick harmless.
         requests.append(dg.RunRequest(
-            run_key=f"{source.key}/w{latest.window_seq}", asset_selection=targets,
+            run_key=f"{source.key}/w{latest.window_seq}", asset_selection=[target],
             tags={TABLE_TAG: table, REBUILD_TAG: REBUILD_CHANGED,
                   ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}))
     cursor = json.dumps({"window_seq": latest.window_seq, "resume_offset": latest.resume_offset}
@@ -139,13 +138,13 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
 
 
 def source_sensor(source: SourceConfig, settings: Settings, partitions: dg.PartitionsDefinition,
-                  targets: list[dg.AssetKey]) -> dg.SensorDefinition:
+                  target: dg.AssetKey) -> dg.SensorDefinition:
     @dg.sensor(name=sensor_name(source), minimum_interval_seconds=settings.tick_seconds,
-               asset_selection=targets,
+               asset_selection=[target],
                default_status=dg.DefaultSensorStatus.RUNNING,
                description=f"Reads one bounded window of `{source.key}` per tick and commits it "
                            "to the lake; requests the day partitions it touched.")
     def _sensor(context: SensorEvaluationContext, rtds: RtdsResource) -> dg.SensorResult:
-        return evaluate_tick(context, source, settings, rtds, partitions, targets)
+        return evaluate_tick(context, source, settings, rtds, partitions, target)
 
     return _sensor

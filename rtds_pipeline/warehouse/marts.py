@@ -69,16 +69,6 @@ def marts_for(kinds: set[str]) -> list[Mart]:
     return out
 
 
-def downstream_of(table: str, available: list[Mart]) -> list[Mart]:
-    """The marts built (directly or through other marts) from `table`, in build order."""
-    reached, out = {table}, []
-    for mart in available:
-        if reached.intersection(mart.reads):
-            out.append(mart)
-            reached.add(mart.name)
-    return out
-
-
 def refresh(con: duckdb.DuckDBPyConnection, mart: Mart, days: Sequence[str] = ()) -> int:
     """Rebuild the mart (or its `days`) in one transaction; returns the rows written."""
     con.execute("BEGIN TRANSACTION")
