@@ -68,7 +68,9 @@ def main() -> int:
         server = subprocess.Popen(
             [sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port", str(PORT),
              "--rate", os.environ.get("RTDS_TESTSERVER_RATE", "200"),
-             "--backlog", os.environ.get("RTDS_TESTSERVER_BACKLOG", "50000")], cwd=ROOT)
+             "--backlog", os.environ.get("RTDS_TESTSERVER_BACKLOG", "50000"),
+             *(["--no-quirks"] if os.environ.get("RTDS_TESTSERVER_QUIRKS") == "0" else [])],
+            cwd=ROOT)
         procs.append(server)
         if not _wait_http(f"http://127.0.0.1:{PORT}/admin/stats", server, 180):
             print("the test server did not start; see its output above", file=sys.stderr)
