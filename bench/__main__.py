@@ -1,6 +1,7 @@
 """`make bench` / `python -m bench [--events N] [--runs R]`: side by side, one backlog, medians.
 
-(s) test server alone: raw gzip bytes of the backlog to one reader, decompressed and split;
+(w) the server alone: a raw socket takes the gzip bytes (MB/s are compressed bytes here);
+(s) test server → our connection: raw gzip bytes of the backlog, decompressed and split;
 (a) ours: stream → committed Parquet on local disk (`ingest_window`);
 (b) the official Python client's pattern: requests + iter_lines + json.loads + dicts → Parquet;
 (c) parse-only: orjson per line over the same bytes held in memory (a Python reader's limit).
@@ -20,7 +21,7 @@ import time
 
 import httpx
 
-VARIANTS = ("server", "ours", "official", "parse_only")
+VARIANTS = ("wire", "server", "ours", "official", "parse_only")
 
 
 def run_variant(name: str, url: str) -> dict:
@@ -28,6 +29,45 @@ def run_variant(name: str, url: str) -> dict:
     t0 = time.perf_counter()
     events = 0
     nbytes = 0
+    if name == "wire":
+        # The server alone: a raw socket takes the compressed response as fast as it comes;
+        # timed to the last byte before the stream goes idle; decoded afterwards, untimed.
+        import socket
+        import zlib
+        from urllib.parse import urlsplit
+        host = urlsplit(url)
+        sock = socket.create_connection((host.hostname, host.port))
+        body = b'{"start":"EARLIEST"}'
+        sock.sendall(b"POST /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     b"test-access-token\r\nX-UA-Appkey: test-app-key\r\nAccept: "
+                     b"application/vnd.urbanairship+x-ndjson; version=3;\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        sock.settimeout(0.04)  # the server's keep-alive interval is 50 ms
+        parts, last = [], t0
+        try:
+            while data := sock.recv(1 << 20):
+                parts.append(data)
+                last = time.perf_counter()
+        except TimeoutError:
+            pass
+        sock.close()
+        raw = b"".join(parts)
+        nbytes = len(raw)
+        head, _, chunked = raw.partition(b"\r\n\r\n")
+        payload, pos = bytearray(), 0
+        while pos < len(chunked):
+            eol = chunked.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            size = int(chunked[pos:eol], 16)
+            payload += chunked[eol + 2:eol + 2 + size]
+            pos = eol + 4 + size
+        text = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(bytes(payload))
+        events = text.count(b"\n") - text.count(b"\n\n")
+        took = last - t0
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"variant": name, "events": events, "seconds": took,
+                "events_per_s": events / took, "mb_per_s": nbytes / took / 1e6, "peak_rss_mb": rss}
     if name == "server":
         from rtds_pipeline.rtds.request import StreamRequest
         from rtds_pipeline.stream.connection import Endpoint, StreamConnection
