@@ -37,12 +37,13 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then after 30 s SIGKILL to the whole process group (Dagster's code servers too)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(15)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -70,20 +71,20 @@ def main() -> int:
              "--rate", os.environ.get("RTDS_TESTSERVER_RATE", "200"),
              "--backlog", os.environ.get("RTDS_TESTSERVER_BACKLOG", "50000"),
              *(["--no-quirks"] if os.environ.get("RTDS_TESTSERVER_QUIRKS") == "0" else [])],
-            cwd=ROOT)
+            cwd=ROOT, start_new_session=True)
         procs.append(server)
         if not _wait_http(f"http://127.0.0.1:{PORT}/admin/stats", server, 180):
             print("the test server did not start; see its output above", file=sys.stderr)
             return 1
         dagster = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(UI_PORT)], cwd=ROOT, env=env)
+             "-h", "127.0.0.1", "-p", str(UI_PORT)], cwd=ROOT, env=env, start_new_session=True)
         procs.append(dagster)
         if not _wait_http(f"http://127.0.0.1:{UI_PORT}/server_info", dagster, 180):
             print("dagster dev did not start; see its output above", file=sys.stderr)
             return 1
-        print(f"\n  Dagster UI:  http://127.0.0.1:{UI_PORT}   (sensors rtds_events and "
-              f"rtds_compliance are running)\n"
+        print(f"\n  Dagster UI:  http://127.0.0.1:{UI_PORT}   (sensors rtds_events, "
+              f"rtds_compliance and rtds_marts are running)\n"
               f"  Warehouse:   duckdb -readonly {load_settings(env).warehouse_path}\n"
               f"               or: .venv/bin/rtds-pipeline sql \"select count(*) from events\"\n"
               f"  Ctrl-C stops everything.\n", flush=True)
