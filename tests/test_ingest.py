@@ -105,6 +105,16 @@ def test_resume_continues_after_the_committed_offset(fresh_server, tmp_path):
     assert_matches_ground_truth(srv, lake)
 
 
+def test_max_events_stops_the_window_even_with_large_batches(fresh_server, tmp_path):
+    srv = fresh_server(backlog=5000)
+    lake = open_lake(str(tmp_path / "lake"))
+    out = ingest_window(source_for(srv), lake, dataclasses.replace(FAST, max_events=1000,
+                                                                   batch_bytes=64 << 20))
+    # Stops within one received chunk of the limit, although the batch is far from full.
+    assert out.stats.stop_reason == "max events"
+    assert 1000 <= out.stats.events < 2000
+
+
 @pytest.mark.parametrize("fault", [
     Fault("eof", after=700), Fault("reset", after=900), Fault("cut_line", after=1100),
     Fault("status", status=503, times=3), Fault("status", status=500, times=1),

@@ -120,7 +120,8 @@ def parse_batch(data: bytes, window_seq: int, first_pos: int) -> ParsedBatch:
     }, schema=LANDING_SCHEMA)
     if updates or len(dead):
         rows = rows.filter(keep)
-    return ParsedBatch(rows, dead, last_offset, updates, data.count(b"\n"))
+    lines = len(raw) if good_positions is None else data.count(b"\n")
+    return ParsedBatch(rows, dead, last_offset, updates, lines)
 
 
 def _read(data: bytes) -> pa.Table:
