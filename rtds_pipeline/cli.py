@@ -54,8 +54,10 @@ def _testserver(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from rtds_pipeline.ingest import ingest_window, limits_from
     from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.rtds.timestamps import now_ms
     from rtds_pipeline.settings import SettingsError, load_settings
     from rtds_pipeline.stream.errors import NoDataYet, StreamError
+    from rtds_pipeline.stream.reader import WindowStats
 
     try:
         settings = load_settings()
@@ -72,11 +74,25 @@ def _ingest(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     live = sys.stdout.isatty()
     window = 0
+    last_plain = [0.0]
+
+    def progress(stats: WindowStats, seconds: float) -> None:
+        """Live: one line rewritten every second on a terminal, a line every 10 s otherwise."""
+        if not live and time.monotonic() - last_plain[0] < 10:
+            return
+        last_plain[0] = time.monotonic()
+        lag = (f"{(now_ms() - stats.max_processed_ms) / 1000:,.0f} s"
+               if stats.max_processed_ms else "n/a")
+        line = (f"window {window}: {stats.events:,} events, {stats.bytes / 1e6:,.1f} MB, "
+                f"{stats.events / seconds if seconds else 0:,.0f} events/s, lag {lag}, "
+                f"{stats.dead_letters} dead letters, {stats.reconnects} reconnects …")
+        print("\r" + line if live else line, end="" if live else "\n", flush=True)
+
     try:
         while args.follow or window < args.windows:
             window += 1
             try:
-                out = ingest_window(source, lake, limits)
+                out = ingest_window(source, lake, limits, progress)
             except NoDataYet as exc:
                 print(f"window {window}: {exc}", flush=True)
                 time.sleep(5)
@@ -90,7 +106,7 @@ def _ingest(args: argparse.Namespace) -> int:
             line = (f"window {window}: {out.stats.events:,} events, {out.stats.bytes / 1e6:,.1f} MB, "
                     f"{rate:,.0f} events/s, lag {lag}, {out.stats.dead_letters} dead letters, "
                     f"{out.stats.reconnects} reconnects — {out.stats.stop_reason}")
-            print(("\r" if live else "") + line, flush=True)
+            print(("\r\033[K" if live else "") + line, flush=True)
     except KeyboardInterrupt:
         pass
     except StreamError as exc:

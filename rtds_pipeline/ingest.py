@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 from rtds_pipeline.lake.commits import Commit, CommitLog
 from rtds_pipeline.lake.storage import Lake
@@ -26,7 +27,8 @@ def limits_from(settings: Settings, **override: object) -> WindowLimits:
     return dataclasses.replace(base, **override)
 
 
-def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits) -> WindowOutcome:
+def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
+                  progress: Callable[[WindowStats, float], None] | None = None) -> WindowOutcome:
     """Read one bounded window after the last commit and commit what it read.
 
     The offset advances only in the commit that makes the window's files visible, so a crash at
@@ -38,7 +40,8 @@ def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits) -> Win
     last = log.latest()
     seq = last.window_seq + 1 if last else 1
     writer = LandingWriter(lake, source.key, seq)
-    reader = WindowReader(source.endpoint(), source.request(), limits, writer.add, window_seq=seq)
+    reader = WindowReader(source.endpoint(), source.request(), limits, writer.add, window_seq=seq,
+                          progress=progress)
     stats = reader.read(last.resume_offset if last else None, start=source.start)
     files, dead_files = writer.finish()
     commit = None

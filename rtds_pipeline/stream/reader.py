@@ -70,11 +70,13 @@ class WindowStats:
 class WindowReader:
     def __init__(self, endpoint: Endpoint, request: StreamRequest, limits: WindowLimits,
                  on_batch: Callable[[ParsedBatch], None], backoff: Backoff | None = None,
-                 window_seq: int = 0) -> None:
+                 window_seq: int = 0,
+                 progress: Callable[[WindowStats, float], None] | None = None) -> None:
         self.endpoint, self.request, self.limits = endpoint, request, limits
         self.on_batch = on_batch
         self.backoff = backoff or Backoff()
         self.window_seq = window_seq
+        self.progress = progress  # called about once a second with (stats, seconds elapsed)
 
     def read(self, resume_offset: str | None, start: str = "EARLIEST") -> WindowStats:
         lim, stats = self.limits, WindowStats()
@@ -84,6 +86,7 @@ class WindowReader:
         position = resume_offset
         attempt = 0
         pos_counter = 0
+        next_progress = t0 + 1.0
         while True:
             skip_offset = position  # a server replaying the resume point: drop that event
             req = (self.request.resumed_at(position) if position is not None
@@ -155,6 +158,9 @@ class WindowReader:
                             return self._stop(stats, "caught up (processed reached window start)", process)
                     if healthy:
                         attempt = 0
+                    if self.progress is not None and time.monotonic() >= next_progress:
+                        next_progress = time.monotonic() + 1.0
+                        self.progress(stats, time.monotonic() - t0)
                     if stats.keepalives and lim.stop_when_caught_up:
                         return self._stop(stats, "caught up (keep-alive)", process)
                     if buffered_lines and stats.events + buffered_lines >= lim.max_events:
