@@ -4,15 +4,18 @@ Stops at whichever comes first: max seconds, max events, max bytes, or "caught u
 arrived, or `processed` reached the window's start time). Reconnects inside the window from the
 last received offset with jittered exponential back-off, dropping a replayed boundary event.
 Python touches chunks, never single events: complete lines are cut at the last b"\\n" of each
-chunk and handed, in batches of `batch_bytes`, to the parser and the landing writer.
+chunk and handed, in batches of `batch_bytes`, to the parser and the landing writer, which run
+on a worker thread (one batch in flight) while the next batch is received.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import pyarrow.compute as pc
 
@@ -79,6 +82,13 @@ class WindowReader:
         self.progress = progress  # called about once a second with (stats, seconds elapsed)
 
     def read(self, resume_offset: str | None, start: str = "EARLIEST") -> WindowStats:
+        # Parsing and landing run on one worker thread while this one keeps receiving and
+        # decompressing (both release the GIL in C): the two cores overlap.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtds-window") as worker:
+            return self._read(worker, resume_offset, start)
+
+    def _read(self, worker: ThreadPoolExecutor, resume_offset: str | None,
+              start: str) -> WindowStats:
         lim, stats = self.limits, WindowStats()
         t0 = time.monotonic()
         deadline = t0 + lim.max_seconds
@@ -87,6 +97,12 @@ class WindowReader:
         attempt = 0
         pos_counter = 0
         next_progress = t0 + 1.0
+        in_flight: list[Future[None]] = []  # at most one batch on the worker
+
+        def drain() -> None:
+            while in_flight:
+                in_flight.pop(0).result()  # re-raises what failed on the worker
+
         while True:
             skip_offset = position  # a server replaying the resume point: drop that event
             req = (self.request.resumed_at(position) if position is not None
@@ -99,12 +115,9 @@ class WindowReader:
             buffered_blanks = 0
             ended_with_newline = True
 
-            def process() -> None:
-                nonlocal buf, buffered, buffered_lines, buffered_blanks, position, pos_counter, skip_offset
-                if not buf:
-                    return
-                data = strip_blank_lines(b"".join(buf))
-                buf, buffered, buffered_lines, buffered_blanks = [], 0, 0, 0
+            def parse_and_hand_over(data: bytes) -> None:
+                """Runs on the window's one worker thread, batches strictly in order."""
+                nonlocal position, pos_counter, skip_offset
                 batch = parse_batch(data, self.window_seq, pos_counter)
                 pos_counter += batch.lines
                 if skip_offset is not None and batch.rows.num_rows:
@@ -126,6 +139,22 @@ class WindowReader:
                     position = batch.last_offset
                     stats.last_offset = position
                 self.on_batch(batch)
+
+            def process() -> None:
+                """Hand the buffered lines to the worker; receiving goes on meanwhile. At most
+                one batch is in flight, so memory stays at two batches."""
+                nonlocal buf, buffered, buffered_lines, buffered_blanks
+                drain()
+                if not buf:
+                    return
+                data = strip_blank_lines(b"".join(buf))
+                buf, buffered, buffered_lines, buffered_blanks = [], 0, 0, 0
+                in_flight.append(worker.submit(parse_and_hand_over, data))
+
+            def settle() -> None:
+                """Process what is buffered and wait for it: stats and position are exact after."""
+                process()
+                drain()
 
             try:
                 pending = b""
@@ -155,25 +184,25 @@ class WindowReader:
                         healthy = True
                         if (lim.stop_when_caught_up and stats.max_processed_ms is not None
                                 and stats.max_processed_ms >= window_start_ms):
-                            return self._stop(stats, "caught up (processed reached window start)", process)
+                            return self._stop(stats, "caught up (processed reached window start)", settle)
                     if healthy:
                         attempt = 0
                     if self.progress is not None and time.monotonic() >= next_progress:
                         next_progress = time.monotonic() + 1.0
                         self.progress(stats, time.monotonic() - t0)
                     if stats.keepalives and lim.stop_when_caught_up:
-                        return self._stop(stats, "caught up (keep-alive)", process)
+                        return self._stop(stats, "caught up (keep-alive)", settle)
                     if buffered_lines and stats.events + buffered_lines >= lim.max_events:
-                        process()
+                        settle()
                     if stats.events >= lim.max_events:
-                        return self._stop(stats, "max events", process)
+                        return self._stop(stats, "max events", settle)
                     if stats.bytes >= lim.max_bytes:
-                        return self._stop(stats, "max bytes", process)
+                        return self._stop(stats, "max bytes", settle)
                     if time.monotonic() >= deadline:
-                        return self._stop(stats, "max seconds", process)
+                        return self._stop(stats, "max seconds", settle)
                 raise ConnectionLost("server closed the stream")
             except StreamError as exc:
-                process()  # what arrived complete is kept; a cut line is re-read after reconnect
+                settle()  # what arrived complete is kept; a cut line is re-read after reconnect
                 if not exc.retryable:
                     stats.fatal = exc
                     stats.stop_reason = f"error: {type(exc).__name__}"
@@ -190,9 +219,13 @@ class WindowReader:
                 time.sleep(delay)
             finally:
                 conn.close()
+                if sys.exc_info()[0] is not None:
+                    for job in in_flight:  # an unexpected error: do not leave work running
+                        job.cancel()
+                    wait(in_flight)
 
     @staticmethod
-    def _stop(stats: WindowStats, reason: str, process: Callable[[], None]) -> WindowStats:
-        process()
+    def _stop(stats: WindowStats, reason: str, settle: Callable[[], None]) -> WindowStats:
+        settle()
         stats.stop_reason = reason
         return stats
