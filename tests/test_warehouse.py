@@ -175,3 +175,25 @@ def test_readers_are_never_locked_out_by_the_writer(tmp_path, lake):
                           ".fetchall()[0][0])", str(w.path)],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "2"
+
+
+def test_events_build_from_a_lake_on_a_real_s3_server(fresh_server, s3_server, tmp_path):
+    import random
+
+    from rtds_pipeline.ingest import ingest_window
+    from rtds_pipeline.stream.reader import WindowLimits
+
+    srv = fresh_server(backlog=3000)
+    lake = open_lake("s3://lake/wh-" + str(random.randrange(10**9)), s3_server)
+    source = SourceConfig("events", base_url=srv.url)
+    ingest_window(source, lake, WindowLimits(max_seconds=30, idle_timeout=10))
+    warehouse = Warehouse(tmp_path / "wh.duckdb")
+    with warehouse.writer(lake) as con:
+        wh.sync_manifest(con, lake, [source])
+        days = [r[0] for r in con.execute("SELECT DISTINCT day FROM landing_files").fetchall()]
+        assert all(p.startswith("s3://") for p, in con.execute("SELECT path FROM landing_files").fetchall())
+        wh.build_days(con, "events", days)
+        assert all(r.ok for r in wh.reconcile_days(con, "events", days))
+    want = {r["id"] for r in srv.ground_truth() if r["type"] != "COMPLIANCE"}
+    got = [r[0] for r in warehouse.reader().execute("SELECT id FROM events").fetchall()]
+    assert len(got) == len(set(got)) and set(got) == want
