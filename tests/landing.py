@@ -27,13 +27,15 @@ def event(id_: str, type_: str, occurred: str, offset: int, *, processed: str | 
             "offset": f"{1_000_000_000_000 + offset}", **fields}
 
 
-def commit_window(lake: Lake, source: str, events: list[dict[str, Any]]) -> Commit:
-    """Land `events` as one committed window of `source`, in the given (stream) order."""
+def commit_window(lake: Lake, source: str, events: list[dict[str, Any]],
+                  garbage: bytes = b"") -> Commit:
+    """Land `events` as one committed window of `source`, in the given (stream) order; `garbage`
+    lines (unparseable) follow them and go to the dead letters."""
     log = CommitLog(lake, source)
     last = log.latest()
     seq = last.window_seq + 1 if last else 1
     writer = LandingWriter(lake, source, seq)
-    batch = parse_batch(b"".join(orjson.dumps(e) + b"\n" for e in events), seq, 0)
+    batch = parse_batch(b"".join(orjson.dumps(e) + b"\n" for e in events) + garbage, seq, 0)
     writer.add(batch)
     files, dead = writer.finish()
     commit = Commit(source=source, window_seq=seq, resume_offset=batch.last_offset,

@@ -130,6 +130,17 @@ def test_rebuilding_a_day_is_idempotent_and_sees_new_commits(tmp_path, lake):
     assert [r[0] for r in rows(w, D1)] == ["b", "a"]
 
 
+def test_dead_letters_count_against_the_days_their_window_landed(tmp_path, lake):
+    commit_window(lake, "events", [event("a", "OPEN", f"{D1}T10:00:00.000Z", 1)],
+                  garbage=b'{"id": "x", "type": "OPEN", "offset": \x01 broken\n')
+    commit_window(lake, "events", [event("b", "OPEN", f"{D2}T10:00:00.000Z", 2)])
+    w = build(tmp_path, lake, [D1, D2])
+    with w.writer(lake) as con:
+        assert wh.dead_letters_near(con, "events", [D1]) == 1
+        assert wh.dead_letters_near(con, "events", [D2]) == 0
+        assert all(r.ok for r in wh.reconcile_days(con, "events", [D1, D2]))
+
+
 def test_uncommitted_files_are_invisible(tmp_path, lake):
     commit_window(lake, "events", [event("a", "OPEN", f"{D1}T10:00:00.000Z", 1)])
     # A crashed window: its file is written but no commit lists it.

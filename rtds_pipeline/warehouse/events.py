@@ -208,8 +208,4 @@ def duplicate_ids(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]
 
 def dead_letters_near(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> int:
     """Dead letters in the windows that landed rows of these days (they have no date of their own)."""
-    return con.execute(
-        "SELECT coalesce(sum(w.dead_letters), 0) FROM landing_windows w "
-        "WHERE w.kind = ? AND (w.source, w.window_seq) IN "
-        "(SELECT source, window_seq FROM landing_files WHERE kind = ? AND list_contains(?, day))",
-        [kind, kind, list(days)]).fetchall()[0][0]
+    return con.execute(sql("dead_letters_near"), {"kind": kind, "days": list(days)}).fetchall()[0][0]
