@@ -1,6 +1,6 @@
 """`make run`: the whole pipeline on the embedded defaults.
 
-Starts the built-in test server (live traffic over a 7-day backlog) and `dagster dev` with the
+Starts the built-in test server (live traffic over a 3-day backlog) and `dagster dev` with the
 sensors running, so within a minute the Dagster UI shows landing materializations and `events`
 partitions filling, and `data/warehouse.duckdb` can be queried read-only. Ctrl-C stops both.
 """
