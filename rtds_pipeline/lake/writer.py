@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +25,10 @@ from rtds_pipeline.lake.commits import LandedFile
 from rtds_pipeline.lake.storage import Lake
 
 FLUSH_BYTES = 64 << 20
+# Day slices smaller than this (late events scatter over up to 90 days) wait for the end of the
+# window, or until HELD_ROWS rows are held: one file per day per window instead of one per flush.
+SMALL_SLICE_ROWS = 5_000
+HELD_ROWS = 20_000
 
 
 def landing_dir(source: str, day: str) -> str:
@@ -38,6 +43,8 @@ class LandingWriter:
         self._tables: list[pa.Table] = []
         self._buffered = 0
         self._dead: list[DeadLetter] = []
+        self._held: dict[str, list[pa.Table]] = {}
+        self._held_rows = 0
         self.files: list[LandedFile] = []
         self.dead_files: list[LandedFile] = []
         # Stream quality, counted per flushed batch (exact for windows under `flush_bytes`):
@@ -52,8 +59,10 @@ class LandingWriter:
         if self._buffered >= self.flush_bytes:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
         if not self._tables:
+            if final:
+                self._write_held()
             return
         table = pa.concat_tables(self._tables)
         self._tables, self._buffered = [], 0
@@ -67,8 +76,22 @@ class LandingWriter:
         runs = pc.run_end_encode(days.combine_chunks() if hasattr(days, "combine_chunks") else days)
         start = 0
         for value, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
-            self._write_day(str(value) if value is not None else "unknown", table.slice(start, end - start))
+            day, rows = str(value) if value is not None else "unknown", table.slice(start, end - start)
             start = end
+            held = self._held.pop(day, [])
+            if final or rows.num_rows >= SMALL_SLICE_ROWS:
+                self._write_day(day, pa.concat_tables([*held, rows]))
+            else:
+                # A copy: a slice would keep the whole flushed table's buffers alive.
+                self._held[day] = [*held, rows.take(np.arange(rows.num_rows))]
+                self._held_rows += rows.num_rows
+        if final or self._held_rows >= HELD_ROWS:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        for day, parts in self._held.items():
+            self._write_day(day, pa.concat_tables(parts))
+        self._held, self._held_rows = {}, 0
 
     def _write_day(self, day: str, rows: pa.Table) -> None:
         offsets = rows.column("rtds_offset")
@@ -81,7 +104,7 @@ class LandingWriter:
                                      lo.isoformat() if lo else None, hi.isoformat() if hi else None))
 
     def finish(self) -> tuple[list[LandedFile], list[LandedFile]]:
-        self.flush()
+        self.flush(final=True)
         if self._dead:
             rel = f"dead_letter/source={self.source}/window-{self.window_seq:010d}.ndjson"
             data = b"".join(orjson.dumps({"window_seq": self.window_seq, "position": d.position,
