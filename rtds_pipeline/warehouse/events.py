@@ -92,12 +92,20 @@ def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
             "bytes": pa.array([f.bytes for _, f in files], pa.int64())})
         con.register("new_windows", windows)
         con.register("new_files", manifest)
-        con.execute("INSERT INTO landing_windows SELECT source, kind, window_seq, events, "
-                    "dead_letters, first_offset, resume_offset, max_processed::TIMESTAMPTZ, "
-                    "committed_at, stop_reason FROM new_windows")
-        con.execute("INSERT INTO landing_files SELECT * FROM new_files")
-        con.unregister("new_windows")
-        con.unregister("new_files")
+        # One transaction: a window recorded without its files would never be read again.
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("INSERT INTO landing_windows SELECT source, kind, window_seq, events, "
+                        "dead_letters, first_offset, resume_offset, max_processed::TIMESTAMPTZ, "
+                        "committed_at, stop_reason FROM new_windows")
+            con.execute("INSERT INTO landing_files SELECT * FROM new_files")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.unregister("new_windows")
+            con.unregister("new_files")
         added += len(new)
     return added
 
