@@ -31,7 +31,12 @@ class Lake:
 
     @property
     def url(self) -> str:
-        return self.root if self.is_local else f"{self.protocol}://{self.root}"
+        return self.url_of()
+
+    def url_of(self, *parts: str) -> str:
+        """What other engines (DuckDB, Spark) open: a local path, or `s3://bucket/key`."""
+        path = self.path(*parts)
+        return path if self.is_local else f"{self.protocol}://{path}"
 
     def write_durable(self, path: str, data: bytes) -> None:
         """Write a whole object: fsynced locally; on object stores one PUT, whole or absent."""

@@ -57,11 +57,6 @@ def table_sql(name: str, table: str) -> str:
     return sql(name).replace("{table}", table)
 
 
-def file_url(lake: Lake, rel: str) -> str:
-    path = lake.path(rel)
-    return path if lake.is_local else f"{lake.protocol}://{path}"
-
-
 def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
                   sources: Iterable[SourceConfig]) -> int:
     """Record the commits the warehouse has not seen yet. Returns how many were added."""
@@ -86,7 +81,7 @@ def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
         manifest = pa.table({
             "source": [c.source for c, _ in files], "kind": [source.kind] * len(files),
             "window_seq": pa.array([c.window_seq for c, _ in files], pa.int64()),
-            "path": pa.array([file_url(lake, f.path) for _, f in files], pa.string()),
+            "path": pa.array([lake.url_of(f.path) for _, f in files], pa.string()),
             "day": pa.array([f.day for _, f in files], pa.string()),
             "rows": pa.array([f.rows for _, f in files], pa.int64()),
             "bytes": pa.array([f.bytes for _, f in files], pa.int64())})
