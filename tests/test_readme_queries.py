@@ -51,6 +51,16 @@ def test_readme_question_answers(demo, question, query):
     assert rows, f"no answer to: {question}"
 
 
+def test_the_plain_duckdb_cli_opens_the_warehouse_read_only(demo):
+    duckdb_cli = Path(sys.executable).with_name("duckdb")
+    if not duckdb_cli.exists():
+        pytest.fail("the DuckDB CLI is not installed: `make test` installs it (duckdb-cli)")
+    out = subprocess.run([str(duckdb_cli), "-readonly", "-csv", str(demo), "-c",
+                          "SELECT count(*) AS n FROM events"],
+                         capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip().splitlines()[-1]) > 10_000
+
+
 def test_rtds_pipeline_sql_reads_the_published_warehouse(demo):
     out = subprocess.run([sys.executable, "-m", "rtds_pipeline.cli", "sql", "--warehouse", str(demo),
                           "--csv", "select count(*) as n from events"],
