@@ -8,7 +8,6 @@ reader cannot take (malformed JSON, wrong types, no id or offset) are split off 
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 
 import numpy as np
@@ -66,7 +65,17 @@ class ParsedBatch:
     dead: list[DeadLetter]
     last_offset: str | None  # of the last line with an offset, OFFSET_UPDATE included
     offset_updates: int
-    lines: int
+    lines: int  # lines that are not blank
+    keepalives: int = 0  # blank lines: RTDS keep-alives
+
+    def shift_positions(self, by: int) -> None:
+        """Count line positions from `by`: batches are parsed in parallel with positions from 0,
+        then placed in stream order."""
+        if by:
+            i = LANDING_SCHEMA.get_field_index("window_pos")
+            self.rows = self.rows.set_column(i, LANDING_SCHEMA.field(i), pc.add(self.rows.column(i), by))
+            for d in self.dead:
+                d.position += by
 
 
 def strip_blank_lines(data: bytes) -> bytes:
@@ -74,13 +83,17 @@ def strip_blank_lines(data: bytes) -> bytes:
     return data[1:] if data.startswith(b"\n") else data
 
 
-def parse_batch(data: bytes, window_seq: int, first_pos: int) -> ParsedBatch:
-    """Parse complete, newline-terminated, blank-free NDJSON lines."""
+def parse_batch(data: bytes, window_seq: int, first_pos: int = 0) -> ParsedBatch:
+    """Parse complete, newline-terminated NDJSON lines; blank lines (keep-alives) are counted."""
+    raw = _raw_column(data)
+    keepalives = pc.sum(pc.equal(pc.binary_length(raw), 0)).as_py() or 0
+    if keepalives:
+        data = strip_blank_lines(data)
+        raw = _raw_column(data)
     if not data:
-        return ParsedBatch(LANDING_SCHEMA.empty_table(), [], None, 0, 0)
+        return ParsedBatch(LANDING_SCHEMA.empty_table(), [], None, 0, 0, keepalives)
     try:
         parsed = _read(data)
-        raw = _raw_column(data)
         good_positions = None
         dead: list[DeadLetter] = []
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -121,28 +134,34 @@ def parse_batch(data: bytes, window_seq: int, first_pos: int) -> ParsedBatch:
     if updates or len(dead):
         rows = rows.filter(keep)
     lines = len(raw) if good_positions is None else data.count(b"\n")
-    return ParsedBatch(rows, dead, last_offset, updates, lines)
+    return ParsedBatch(rows, dead, last_offset, updates, lines, keepalives)
 
 
 def _read(data: bytes) -> pa.Table:
     return pj.read_json(
-        io.BytesIO(data),
-        read_options=pj.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 64 << 20))),
+        pa.BufferReader(data),  # zero-copy over bytes or bytearray
+        read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 20, min(len(data) + 1, 64 << 20))),
         parse_options=pj.ParseOptions(explicit_schema=PARSE_SCHEMA,
                                       unexpected_field_behavior="ignore"))
 
 
 def _raw_column(data: bytes) -> pa.Array:
     """Each line of `data` (newline-terminated) as a string, sliced by newline positions."""
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    ends = []
+    find, pos = data.find, data.find(b"\n")
+    while pos >= 0:  # one C memchr per ~1 KB line: 4x faster than a numpy scan of every byte
+        ends.append(pos)
+        pos = find(b"\n", pos + 1)
+    lengths = np.diff(np.array(ends, dtype=np.int64), prepend=-1) - 1
     offsets = np.zeros(len(ends) + 1, dtype=np.int64)
-    np.cumsum(np.diff(ends, prepend=-1) - 1, out=offsets[1:])
+    np.cumsum(lengths, out=offsets[1:])
     return pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets.tobytes()),
                                             pa.py_buffer(data.replace(b"\n", b"")))
 
 
 def _salvage(data: bytes, first_pos: int) -> tuple[pa.Table, pa.Array, list[int], list[DeadLetter]]:
     """The slow path for a batch Arrow refused: find the bad lines one by one."""
+    data = bytes(data)
     good: list[bytes] = []
     positions: list[int] = []
     dead: list[DeadLetter] = []

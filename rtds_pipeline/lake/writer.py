@@ -7,7 +7,8 @@ folders, and Spark/Trino/Athena can read the layout as plain Hive partitions. Ev
 parseable `occurred` fall back to their `processed` date.
 
 Memory stays flat: rows are buffered up to `flush_bytes`, then written as one file per date,
-named by the offset range it holds.
+named by the offset range it holds. Rows are grouped by date as each batch arrives and written
+from those slices, never copied into one big table.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rtds_pipeline.lake.batch import DeadLetter, ParsedBatch
+from rtds_pipeline.lake.batch import LANDING_SCHEMA, DeadLetter, ParsedBatch
 from rtds_pipeline.lake.commits import LandedFile
 from rtds_pipeline.lake.storage import Lake
 
-FLUSH_BYTES = 64 << 20
+FLUSH_BYTES = 32 << 20
 # Day slices smaller than this (late events scatter over up to 90 days) wait for the end of the
 # window, or until HELD_ROWS rows are held: one file per day per window instead of one per flush.
 SMALL_SLICE_ROWS = 5_000
@@ -40,7 +41,8 @@ class LandingWriter:
                  flush_bytes: int = FLUSH_BYTES) -> None:
         self.lake, self.source, self.window_seq = lake, source, window_seq
         self.flush_bytes = flush_bytes
-        self._tables: list[pa.Table] = []
+        self._days: dict[str, list[pa.Table]] = {}  # rows since the last flush, by day
+        self._ids: list[pa.ChunkedArray] = []
         self._buffered = 0
         self._dead: list[DeadLetter] = []
         self._held: dict[str, list[pa.Table]] = {}
@@ -52,39 +54,46 @@ class LandingWriter:
         self.late = 0  # rows that occurred on an earlier UTC day than processed: they update past days
 
     def add(self, batch: ParsedBatch) -> None:
-        if batch.rows.num_rows:
-            self._tables.append(batch.rows)
-            self._buffered += batch.rows.nbytes
         self._dead.extend(batch.dead)
+        rows = batch.rows
+        if not rows.num_rows:
+            return
+        day = pc.cast(pc.coalesce(rows.column("occurred"), rows.column("processed")),
+                      pa.date32()).combine_chunks()
+        self.late += pc.sum(pc.less(day, pc.cast(rows.column("processed"), pa.date32()))).as_py() or 0
+        self._ids.append(rows.column("id"))
+        self._buffered += rows.nbytes
+        # Group the batch's rows by day with one stable sort (skipped when it holds one day, the
+        # usual case); each day is then one contiguous slice, kept without a copy until the flush.
+        bounds = pc.min_max(day)
+        if bounds["min"] != bounds["max"]:
+            order = pc.sort_indices(pa.table({"d": day}), sort_keys=[("d", "ascending")])
+            rows, day = rows.take(order), day.take(order)
+        runs = pc.run_end_encode(day)
+        start = 0
+        for value, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
+            key = str(value) if value is not None else "unknown"
+            self._days.setdefault(key, []).append(rows.slice(start, end - start))
+            start = end
         if self._buffered >= self.flush_bytes:
             self.flush()
 
     def flush(self, final: bool = False) -> None:
-        if not self._tables:
-            if final:
-                self._write_held()
-            return
-        table = pa.concat_tables(self._tables)
-        self._tables, self._buffered = [], 0
-        day = pc.cast(pc.coalesce(table.column("occurred"), table.column("processed")), pa.date32())
-        self.duplicates += table.num_rows - pc.count_distinct(table.column("id")).as_py()
-        self.late += pc.sum(pc.less(day, pc.cast(table.column("processed"), pa.date32()))).as_py() or 0
-        # Group rows by day with one stable sort; each day is then one contiguous slice.
-        order = pc.sort_indices(pa.table({"d": day}), sort_keys=[("d", "ascending")])
-        table = table.take(order)
-        days = day.take(order)
-        runs = pc.run_end_encode(days.combine_chunks() if hasattr(days, "combine_chunks") else days)
-        start = 0
-        for value, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
-            day, rows = str(value) if value is not None else "unknown", table.slice(start, end - start)
-            start = end
+        if self._ids:
+            ids = pa.chunked_array(self._ids, pa.string())
+            self.duplicates += len(ids) - pc.count_distinct(ids).as_py()
+        days, self._days, self._ids, self._buffered = self._days, {}, [], 0
+        for day, parts in days.items():
+            fresh = pa.concat_tables(parts)  # chunked, no copy: written chunk by chunk
             held = self._held.pop(day, [])
-            if final or rows.num_rows >= SMALL_SLICE_ROWS:
-                self._write_day(day, pa.concat_tables([*held, rows]))
+            if final or fresh.num_rows >= SMALL_SLICE_ROWS:
+                self._write_day(day, pa.concat_tables([*held, fresh]))
             else:
-                # A copy: a slice would keep the whole flushed table's buffers alive.
-                self._held[day] = [*held, rows.take(np.arange(rows.num_rows))]
-                self._held_rows += rows.num_rows
+                # A copy: a slice would keep its whole batch's buffers alive while held. (`take`
+                # is slow on many chunks: combine them first.)
+                fresh = fresh.combine_chunks()
+                self._held[day] = [*held, fresh.take(np.arange(fresh.num_rows))]
+                self._held_rows += fresh.num_rows
         if final or self._held_rows >= HELD_ROWS:
             self._write_held()
 
@@ -118,15 +127,24 @@ class LandingWriter:
         return self.files, self.dead_files
 
 
+# Dictionary pages only where values repeat; no min/max statistics for the raw JSON: hashing and
+# comparing every ~1 KB line cost a third of the write and no reader prunes on it.
+_PARQUET_OPTIONS = dict(
+    compression="zstd", row_group_size=128 * 1024,
+    use_dictionary=["type", "device_type", "channel", "named_user_id", "contact_id", "push_id",
+                    "group_id", "window_seq"],
+    write_statistics=[f.name for f in LANDING_SCHEMA if f.name != "raw"])
+
+
 def write_parquet(lake: Lake, rel: str, table: pa.Table) -> int:
     path = lake.path(rel)
     if lake.is_local:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
-            pq.write_table(table, f, compression="zstd", row_group_size=128 * 1024)
+            pq.write_table(table, f, **_PARQUET_OPTIONS)
             f.flush()
             os.fsync(f.fileno())
             return f.tell()
     with lake.fs.open(path, "wb") as f:  # s3fs: the object exists, whole, once close() returns
-        pq.write_table(table, f, compression="zstd", row_group_size=128 * 1024)
+        pq.write_table(table, f, **_PARQUET_OPTIONS)
         return f.tell()

@@ -3,23 +3,26 @@
 Stops at whichever comes first: max seconds, max events, max bytes, or "caught up" (a keep-alive
 arrived, or `processed` reached the window's start time). Reconnects inside the window from the
 last received offset with jittered exponential back-off, dropping a replayed boundary event.
-Python touches chunks, never single events: complete lines are cut at the last b"\\n" of each
-chunk and handed, in batches of `batch_bytes`, to the parser and the landing writer, which run
-on a worker thread (one batch in flight) while the next batch is received.
+Python touches chunks, never single events: decompressed chunks are joined into batches of
+`batch_bytes`, cut after their last b"\\n", and handed to a pipeline — parse on one thread, then
+place (positions, offsets, stats) and land on another, strictly in stream order — while the next
+batch is received. All three spend their time in C code that releases the GIL (ISA-L's inflate,
+Arrow's JSON reader, the Parquet writer), so they share the cores.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import random
-import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow.compute as pc
 
-from rtds_pipeline.lake.batch import ParsedBatch, parse_batch, strip_blank_lines
+from rtds_pipeline.lake.batch import ParsedBatch, parse_batch
 from rtds_pipeline.rtds.request import StreamRequest
 from rtds_pipeline.stream.connection import Endpoint, StreamConnection
 from rtds_pipeline.stream.errors import ConnectionLost, StreamError, TooManyConnections
@@ -82,13 +85,10 @@ class WindowReader:
         self.progress = progress  # called about once a second with (stats, seconds elapsed)
 
     def read(self, resume_offset: str | None, start: str = "EARLIEST") -> WindowStats:
-        # Parsing and landing run on one worker thread while this one keeps receiving and
-        # decompressing (both release the GIL in C): the two cores overlap.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtds-window") as worker:
-            return self._read(worker, resume_offset, start)
+        with _Pipeline(functools.partial(parse_batch, window_seq=self.window_seq)) as pipeline:
+            return self._read(pipeline, resume_offset, start)
 
-    def _read(self, worker: ThreadPoolExecutor, resume_offset: str | None,
-              start: str) -> WindowStats:
+    def _read(self, pipeline: _Pipeline, resume_offset: str | None, start: str) -> WindowStats:
         lim, stats = self.limits, WindowStats()
         t0 = time.monotonic()
         deadline = t0 + lim.max_seconds
@@ -97,11 +97,6 @@ class WindowReader:
         attempt = 0
         pos_counter = 0
         next_progress = t0 + 1.0
-        in_flight: list[Future[None]] = []  # at most one batch on the worker
-
-        def drain() -> None:
-            while in_flight:
-                in_flight.pop(0).result()  # re-raises what failed on the worker
 
         while True:
             skip_offset = position  # a server replaying the resume point: drop that event
@@ -112,13 +107,13 @@ class WindowReader:
             buf: list[bytes] = []
             buffered = 0
             buffered_lines = 0
-            buffered_blanks = 0
             ended_with_newline = True
+            idle = False  # a keep-alive ended a chunk: the server has nothing more right now
 
-            def parse_and_hand_over(data: bytes) -> None:
-                """Runs on the window's one worker thread, batches strictly in order."""
+            def place(batch: ParsedBatch) -> None:
+                """Runs on the landing thread, batches strictly in stream order."""
                 nonlocal position, pos_counter, skip_offset
-                batch = parse_batch(data, self.window_seq, pos_counter)
+                batch.shift_positions(pos_counter)
                 pos_counter += batch.lines
                 if skip_offset is not None and batch.rows.num_rows:
                     if batch.rows.column("rtds_offset")[0].as_py() == skip_offset:
@@ -135,50 +130,47 @@ class WindowReader:
                 stats.dead_letters += len(batch.dead)
                 stats.offset_updates += batch.offset_updates
                 stats.lines += batch.lines
+                stats.keepalives += batch.keepalives
                 if batch.last_offset is not None:
                     position = batch.last_offset
                     stats.last_offset = position
                 self.on_batch(batch)
 
             def process() -> None:
-                """Hand the buffered lines to the worker; receiving goes on meanwhile. At most
-                one batch is in flight, so memory stays at two batches."""
-                nonlocal buf, buffered, buffered_lines, buffered_blanks
-                drain()
+                """Hand the buffered complete lines to the pipeline; receiving goes on meanwhile.
+                One copy (the join); the cut line after the last newline stays buffered."""
+                nonlocal buf, buffered, buffered_lines
                 if not buf:
                     return
-                data = strip_blank_lines(b"".join(buf))
-                buf, buffered, buffered_lines, buffered_blanks = [], 0, 0, 0
-                in_flight.append(worker.submit(parse_and_hand_over, data))
+                data = bytearray().join(buf)
+                cut = data.rfind(b"\n") + 1
+                tail = bytes(data[cut:])
+                del data[cut:]  # in place: no second copy of the batch
+                buf, buffered, buffered_lines = [tail] if tail else [], len(tail), 0
+                if data:
+                    pipeline.submit(data, place)  # blank lines are counted and dropped there
 
             def settle() -> None:
                 """Process what is buffered and wait for it: stats and position are exact after."""
                 process()
-                drain()
+                pipeline.settle()
 
             try:
-                pending = b""
                 healthy = False
                 for chunk in conn.chunks():
                     stats.bytes += len(chunk)
-                    data = pending + chunk if pending else chunk
-                    cut = data.rfind(b"\n") + 1
-                    complete, pending = data[:cut], data[cut:]
-                    if complete:
-                        blanks = complete.count(b"\n\n") + (complete[0] == 10 and ended_with_newline)
-                        ended_with_newline = True
-                        stats.keepalives += blanks
-                        buf.append(complete)
-                        buffered += len(complete)
-                        # Lines are counted only near max_events (no event is shorter than
-                        # MIN_EVENT_BYTES): a second full scan of every chunk costs ~10 %.
-                        buffered_blanks += blanks
-                        if stats.events + buffered // MIN_EVENT_BYTES >= lim.max_events:
-                            buffered_lines = sum(b.count(b"\n") for b in buf) - buffered_blanks
-                        if blanks:
-                            healthy = True
-                    elif pending:
-                        ended_with_newline = False
+                    # A keep-alive (blank line) sent while idle ends its chunk; one may straddle
+                    # two chunks. Found without scanning the chunk: the parser counts them all.
+                    idle = chunk.endswith(b"\n\n") or (chunk[0] == 10 and ended_with_newline)
+                    ended_with_newline = chunk[-1] == 10
+                    buf.append(chunk)
+                    buffered += len(chunk)
+                    if idle:
+                        healthy = True
+                    # Lines are counted only near max_events (no event is shorter than
+                    # MIN_EVENT_BYTES): a second full scan of every chunk costs ~10 %.
+                    if stats.events + buffered // MIN_EVENT_BYTES >= lim.max_events:
+                        buffered_lines = sum(b.count(b"\n") for b in buf)  # blanks too: an upper bound
                     if buffered >= lim.batch_bytes:
                         process()
                         healthy = True
@@ -190,7 +182,7 @@ class WindowReader:
                     if self.progress is not None and time.monotonic() >= next_progress:
                         next_progress = time.monotonic() + 1.0
                         self.progress(stats, time.monotonic() - t0)
-                    if stats.keepalives and lim.stop_when_caught_up:
+                    if (idle or stats.keepalives) and lim.stop_when_caught_up:
                         return self._stop(stats, "caught up (keep-alive)", settle)
                     if buffered_lines and stats.events + buffered_lines >= lim.max_events:
                         settle()
@@ -219,13 +211,52 @@ class WindowReader:
                 time.sleep(delay)
             finally:
                 conn.close()
-                if sys.exc_info()[0] is not None:
-                    for job in in_flight:  # an unexpected error: do not leave work running
-                        job.cancel()
-                    wait(in_flight)
 
     @staticmethod
     def _stop(stats: WindowStats, reason: str, settle: Callable[[], None]) -> WindowStats:
         settle()
         stats.stop_reason = reason
         return stats
+
+
+class _Pipeline:
+    """Batches are parsed on `parsers` threads at once and placed and landed on one thread,
+    strictly in stream order. At most `depth` batches are in flight, so memory stays at a few
+    batches; a failure anywhere is raised in the reading thread at its next hand-over or
+    `settle()`, and no batch after a failed one is landed."""
+
+    def __init__(self, parse: Callable[[bytes], ParsedBatch], parsers: int = 1,
+                 depth: int = 3) -> None:
+        self._parse, self._depth = parse, depth
+        self._parsers = ThreadPoolExecutor(max_workers=parsers, thread_name_prefix="rtds-parse")
+        self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtds-land")
+        self._jobs: collections.deque[Future[None]] = collections.deque()
+        self._failed = False
+
+    def submit(self, data: bytes, land: Callable[[ParsedBatch], None]) -> None:
+        while len(self._jobs) >= self._depth or (self._jobs and self._jobs[0].done()):
+            self._jobs.popleft().result()  # re-raises what failed on a worker
+        parsed = self._parsers.submit(self._parse, data)
+        self._jobs.append(self._lander.submit(self._land, parsed, land))
+
+    def _land(self, parsed: Future[ParsedBatch], land: Callable[[ParsedBatch], None]) -> None:
+        if self._failed:
+            raise RuntimeError("an earlier batch of this window failed")
+        try:
+            land(parsed.result())
+        except BaseException:
+            self._failed = True
+            raise
+
+    def settle(self) -> None:
+        while self._jobs:
+            self._jobs.popleft().result()
+
+    def __enter__(self) -> _Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # On an unexpected error nothing new starts; work already running finishes first.
+        self._failed = True
+        self._lander.shutdown(wait=True, cancel_futures=True)
+        self._parsers.shutdown(wait=True, cancel_futures=True)
