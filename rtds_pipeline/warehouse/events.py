@@ -158,9 +158,16 @@ def build_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str],
             if paths:
                 params = {"files": paths, "days": dates}
                 run_script(con, table_sql("events_batch", table), params)
-                for days_ in batches({d: files[d] for d in group}, INSERT_BYTES):
-                    con.execute(table_sql("events_day_insert", table),
-                                {"files": [p for d in days_ for p, _ in files[d]]})
+                # DuckDB guesses read_parquet's row count from one file (thousands for millions
+                # of rows) and would build its hash tables on the wide landed rows: the joins
+                # are written with the small narrow tables on the build side; keep it so.
+                con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
+                try:
+                    for days_ in batches({d: files[d] for d in group}, INSERT_BYTES):
+                        con.execute(table_sql("events_day_insert", table),
+                                    {"files": [p for d in days_ for p, _ in files[d]]})
+                finally:
+                    con.execute("RESET disabled_optimizers")
                 run_script(con, table_sql("events_batch_end", table), params)
                 stats = {str(d): (landed, rows) for d, landed, rows in
                          con.execute("SELECT day, landed_rows, rows FROM batch_stats").fetchall()}

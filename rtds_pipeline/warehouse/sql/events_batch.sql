@@ -43,3 +43,14 @@ DELETE FROM {table} t
 WHERE t.id IN (SELECT x.id FROM batch_elsewhere x
                WHERE EXISTS (SELECT 1 FROM batch_landed l
                              WHERE l.id = x.id AND l.stream_key < x.stream_key));
+
+-- Every landed copy that is not kept, as exact (id, stream_key) pairs: the INSERT drops them
+-- with one anti-join on equality, never an inequality join against the wide rows.
+CREATE OR REPLACE TEMP TABLE batch_drop AS
+SELECT l.id, l.stream_key
+FROM batch_landed l JOIN batch_dups d ON d.id = l.id
+WHERE l.stream_key <> d.keep_key
+UNION ALL
+SELECT l.id, l.stream_key
+FROM batch_landed l JOIN batch_elsewhere x ON x.id = l.id
+WHERE x.stream_key < l.stream_key;

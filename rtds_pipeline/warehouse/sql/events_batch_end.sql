@@ -9,3 +9,4 @@ FROM unnest($days) AS d(day);
 DROP TABLE batch_landed;
 DROP TABLE batch_dups;
 DROP TABLE batch_elsewhere;
+DROP TABLE batch_drop;

@@ -1,7 +1,7 @@
 -- Write some days of {table}: the kept copy of every id, by day in occurred order (ties: stream
 -- position), typed columns parsed once from the raw JSON. Sorting a few days at a time keeps
 -- memory bounded. Parameter: $files (those days' committed files).
--- Uses batch_landed / batch_dups / batch_elsewhere from events_batch.sql.
+-- Uses batch_dups / batch_drop from events_batch.sql.
 INSERT INTO {table}
 SELECT l.id, l.type, l.occurred, l.processed, l.day, l.rtds_offset, coalesce(d.copies, 1),
        l.source, l.device_type, l.channel, l.named_user_id, l.contact_id, l.push_id, l.group_id,
@@ -20,6 +20,5 @@ FROM (
                       hive_types = {'occurred_date': DATE, 'source': VARCHAR})
 ) l
 LEFT JOIN batch_dups d ON d.id = l.id
-WHERE (d.id IS NULL OR l.stream_key = d.keep_key)
-  AND NOT EXISTS (SELECT 1 FROM batch_elsewhere x WHERE x.id = l.id AND x.stream_key < l.stream_key)
+WHERE NOT EXISTS (SELECT 1 FROM batch_drop x WHERE x.id = l.id AND x.stream_key = l.stream_key)
 ORDER BY l.day, l.occurred, l.stream_key;
