@@ -14,6 +14,7 @@ from those slices, never copied into one big table.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import orjson
@@ -83,11 +84,12 @@ class LandingWriter:
             ids = pa.chunked_array(self._ids, pa.string())
             self.duplicates += len(ids) - pc.count_distinct(ids).as_py()
         days, self._days, self._ids, self._buffered = self._days, {}, [], 0
+        ready: list[tuple[str, pa.Table]] = []
         for day, parts in days.items():
             fresh = pa.concat_tables(parts)  # chunked, no copy: written chunk by chunk
             held = self._held.pop(day, [])
             if final or fresh.num_rows >= SMALL_SLICE_ROWS:
-                self._write_day(day, pa.concat_tables([*held, fresh]))
+                ready.append((day, pa.concat_tables([*held, fresh])))
             else:
                 # A copy: a slice would keep its whole batch's buffers alive while held. (`take`
                 # is slow on many chunks: combine them first.)
@@ -95,22 +97,28 @@ class LandingWriter:
                 self._held[day] = [*held, fresh.take(np.arange(fresh.num_rows))]
                 self._held_rows += fresh.num_rows
         if final or self._held_rows >= HELD_ROWS:
-            self._write_held()
+            ready += [(day, pa.concat_tables(parts)) for day, parts in self._held.items()]
+            self._held, self._held_rows = {}, 0
+        self._write_days(ready)
 
-    def _write_held(self) -> None:
-        for day, parts in self._held.items():
-            self._write_day(day, pa.concat_tables(parts))
-        self._held, self._held_rows = {}, 0
+    def _write_days(self, days: list[tuple[str, pa.Table]]) -> None:
+        """One file per day, two at a time: Parquet encoding and fsync release the GIL, and the
+        end of a window writes one small file per late day (dozens)."""
+        if len(days) <= 1:
+            self.files += [self._write_day(day, rows) for day, rows in days]
+            return
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rtds-write") as pool:
+            self.files += pool.map(lambda d: self._write_day(*d), days)
 
-    def _write_day(self, day: str, rows: pa.Table) -> None:
+    def _write_day(self, day: str, rows: pa.Table) -> LandedFile:
         offsets = rows.column("rtds_offset")
         name = f"{offsets[0].as_py()}-{offsets[-1].as_py()}.parquet"
         rel = f"{landing_dir(self.source, day)}/{name}"
         size = write_parquet(self.lake, rel, rows)
         occ = rows.column("occurred")
         lo, hi = pc.min(occ).as_py(), pc.max(occ).as_py()
-        self.files.append(LandedFile(rel, rows.num_rows, size, day,
-                                     lo.isoformat() if lo else None, hi.isoformat() if hi else None))
+        return LandedFile(rel, rows.num_rows, size, day,
+                          lo.isoformat() if lo else None, hi.isoformat() if hi else None)
 
     def finish(self) -> tuple[list[LandedFile], list[LandedFile]]:
         self.flush(final=True)

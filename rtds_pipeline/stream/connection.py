@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import re
+import ssl
 import zlib
 from collections.abc import Iterator
 from urllib.parse import urljoin
@@ -76,7 +78,7 @@ class StreamConnection:
         self._client = client or httpx.Client(
             # The read timeout is the idle watchdog: no byte for this long means reconnect.
             timeout=httpx.Timeout(connect=connect_timeout, read=idle_timeout, write=10.0, pool=10.0),
-            follow_redirects=False)
+            follow_redirects=False, verify=_tls_context())
         self._owns_client = client is None
         self.cookie: str | None = None
         self.redirects = 0
@@ -116,6 +118,12 @@ class StreamConnection:
         if not set_cookie:
             raise ServerError(307, "redirect without Set-Cookie: cannot pin the session")
         self.cookie = set_cookie.split(";", 1)[0].strip()
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: loading the CA bundle costs ~50 ms per client."""
+    return httpx.create_ssl_context()
 
 
 def _read_reason(resp: httpx.Response) -> str:
