@@ -27,8 +27,13 @@ from rtds_pipeline.lake.commits import LandedFile
 from rtds_pipeline.lake.storage import Lake
 
 FLUSH_BYTES = 32 << 20
-# Day slices smaller than this (late events scatter over up to 90 days) wait for the end of the
-# window, or until HELD_ROWS rows are held: one file per day per window instead of one per flush.
+# Late events scatter over up to 90 days, a few rows per day per batch. Days with fewer than
+# LATE_DAY_ROWS rows in a batch go to one "late" table per batch, written at the end of the window
+# (or once HELD_ROWS rows wait): one file per day per window, and a handful of Arrow calls per
+# batch instead of a few per day per batch. A day's slice smaller than SMALL_SLICE_ROWS at a
+# flush waits the same way.
+LATE_DAY_ROWS = 1_000
+UNKNOWN_DAY = "unknown"  # neither occurred nor processed could be read
 SMALL_SLICE_ROWS = 5_000
 HELD_ROWS = 20_000
 
@@ -46,7 +51,7 @@ class LandingWriter:
         self._ids: list[pa.ChunkedArray] = []
         self._buffered = 0
         self._dead: list[DeadLetter] = []
-        self._held: dict[str, list[pa.Table]] = {}
+        self._held: list[pa.Table] = []  # rows of small days, copied out of their batches
         self._held_rows = 0
         self.files: list[LandedFile] = []
         self.dead_files: list[LandedFile] = []
@@ -59,47 +64,55 @@ class LandingWriter:
         rows = batch.rows
         if not rows.num_rows:
             return
-        day = pc.cast(pc.coalesce(rows.column("occurred"), rows.column("processed")),
-                      pa.date32()).combine_chunks()
+        day = _day_of(rows)
         self.late += pc.sum(pc.less(day, pc.cast(rows.column("processed"), pa.date32()))).as_py() or 0
         self._ids.append(rows.column("id"))
         self._buffered += rows.nbytes
-        # Group the batch's rows by day with one stable sort (skipped when it holds one day, the
-        # usual case); each day is then one contiguous slice, kept without a copy until the flush.
-        bounds = pc.min_max(day)
-        if bounds["min"] != bounds["max"]:
-            order = pc.sort_indices(pa.table({"d": day}), sort_keys=[("d", "ascending")])
-            rows, day = rows.take(order), day.take(order)
-        runs = pc.run_end_encode(day)
-        start = 0
-        for value, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
-            key = str(value) if value is not None else "unknown"
-            self._days.setdefault(key, []).append(rows.slice(start, end - start))
-            start = end
+        # A day with many rows in the batch keeps its slice, without a copy, until the flush; the
+        # few rows of late days are copied out together and held. (Measured: a filter per day
+        # costs as much as the sort; slicing the unsorted runs leaves the Parquet writer
+        # thousands of tiny chunks, slower.)
+        small: list[pa.Table] = []
+        for key, part in _split_by_day(rows, day):
+            if key == UNKNOWN_DAY or part.num_rows < LATE_DAY_ROWS:
+                small.append(part)
+            else:
+                self._days.setdefault(key, []).append(part)
+        if small:
+            late = pa.concat_tables(small).combine_chunks()  # one chunk: `take` is fast on it
+            self._hold(late.take(np.arange(late.num_rows)))
         if self._buffered >= self.flush_bytes:
             self.flush()
 
     def flush(self, final: bool = False) -> None:
         if self._ids:
-            ids = pa.chunked_array(self._ids, pa.string())
+            ids = pa.chunked_array([c for col in self._ids for c in col.chunks], pa.string())
             self.duplicates += len(ids) - pc.count_distinct(ids).as_py()
         days, self._days, self._ids, self._buffered = self._days, {}, [], 0
         ready: list[tuple[str, pa.Table]] = []
         for day, parts in days.items():
             fresh = pa.concat_tables(parts)  # chunked, no copy: written chunk by chunk
-            held = self._held.pop(day, [])
             if final or fresh.num_rows >= SMALL_SLICE_ROWS:
-                ready.append((day, pa.concat_tables([*held, fresh])))
-            else:
-                # A copy: a slice would keep its whole batch's buffers alive while held. (`take`
-                # is slow on many chunks: combine them first.)
+                ready.append((day, fresh))
+            else:  # a copy: `take` is slow on many chunks, combine them first
                 fresh = fresh.combine_chunks()
-                self._held[day] = [*held, fresh.take(np.arange(fresh.num_rows))]
-                self._held_rows += fresh.num_rows
+                self._hold(fresh.take(np.arange(fresh.num_rows)))
         if final or self._held_rows >= HELD_ROWS:
-            ready += [(day, pa.concat_tables(parts)) for day, parts in self._held.items()]
-            self._held, self._held_rows = {}, 0
+            ready += self._held_by_day()
         self._write_days(ready)
+
+    def _hold(self, rows: pa.Table) -> None:
+        """Keep rows (a copy, never a slice of a whole batch) until the end of the window."""
+        if rows.num_rows:
+            self._held.append(rows)
+            self._held_rows += rows.num_rows
+
+    def _held_by_day(self) -> list[tuple[str, pa.Table]]:
+        if not self._held:
+            return []
+        rows = pa.concat_tables(self._held).combine_chunks()
+        self._held, self._held_rows = [], 0
+        return _split_by_day(rows, _day_of(rows))
 
     def _write_days(self, days: list[tuple[str, pa.Table]]) -> None:
         """One file per day, two at a time: Parquet encoding and fsync release the GIL, and the
@@ -133,6 +146,26 @@ class LandingWriter:
             self.dead_files.append(LandedFile(rel, len(self._dead), size, "dead_letter", None, None))
             self._dead = []
         return self.files, self.dead_files
+
+
+def _day_of(rows: pa.Table) -> pa.Array:
+    return pc.cast(pc.coalesce(rows.column("occurred"), rows.column("processed")),
+                   pa.date32()).combine_chunks()
+
+
+def _split_by_day(rows: pa.Table, day: pa.Array) -> list[tuple[str, pa.Table]]:
+    """One slice per day, rows in stream order within it: one stable sort, skipped when every
+    row has the same day (the usual batch)."""
+    bounds = pc.min_max(day)
+    if day.null_count or bounds["min"] != bounds["max"]:
+        order = pc.sort_indices(pa.table({"d": day}), sort_keys=[("d", "ascending")])
+        rows, day = rows.take(order), day.take(order)
+    runs = pc.run_end_encode(day)
+    out, start = [], 0
+    for value, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
+        out.append((str(value) if value is not None else UNKNOWN_DAY, rows.slice(start, end - start)))
+        start = end
+    return out
 
 
 # Dictionary pages only where values repeat; no min/max statistics for the raw JSON: hashing and
