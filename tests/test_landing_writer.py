@@ -41,3 +41,50 @@ def test_flushes_keep_every_row_once_and_small_days_in_one_file_per_window(tmp_p
         assert f.rows == t.num_rows
     assert offsets_in_order
     assert sorted(ids) == sorted(f"e{i}" for i in range(1, offset + 1))
+
+
+def test_rows_without_any_timestamp_land_in_the_unknown_day_folder(tmp_path):
+    lake = open_lake(str(tmp_path))
+    writer = LandingWriter(lake, "events", 1)
+    lines = [{"id": f"e{i}", "type": "OPEN", "offset": f"{10**12 + i}",
+              "occurred": "2026-11-20T10:00:00.000Z", "processed": "2026-11-20T10:00:01.000Z"}
+             for i in range(3000)]
+    lines[5] = {"id": "no-time", "type": "OPEN", "offset": f"{10**12 + 5}"}
+    lines[7]["occurred"] = "2026-10-01T00:00:00.000Z"
+    writer.add(parse_batch(b"".join(orjson.dumps(e) + b"\n" for e in lines), 1))
+    files, _ = writer.finish()
+    by_day = {f.day: f for f in files}
+    assert sorted(by_day) == ["2026-10-01", "2026-11-20", "unknown"]
+    assert by_day["unknown"].rows == 1 and by_day["2026-10-01"].rows == 1
+    assert pq.read_table(lake.path(by_day["unknown"].path)).column("id").to_pylist() == ["no-time"]
+    assert sum(f.rows for f in files) == 3000
+
+
+def test_blank_lines_are_counted_as_keepalives_and_positions_shift():
+    batch = parse_batch(b'\n{"id":"a","offset":"1","type":"OPEN"}\n\n\n{"id":"b","offset":"2","type":"OPEN"}\n', 1)
+    assert (batch.keepalives, batch.lines) == (3, 2)
+    batch.shift_positions(100)
+    assert batch.rows.column("window_pos").to_pylist() == [100, 101]
+
+
+def test_a_failed_batch_stops_the_pipeline_and_nothing_after_it_lands():
+    import pytest
+
+    from rtds_pipeline.stream.reader import _Pipeline
+
+    landed = []
+
+    def land(batch):
+        if batch.lines == 2:
+            raise OSError("disk full")
+        landed.append(batch.lines)
+
+    def lines(n):
+        return b"".join(b'{"id":"x%d","offset":"%d","type":"OPEN"}\n' % (i, i) for i in range(n))
+
+    with pytest.raises(OSError, match="disk full"):
+        with _Pipeline(lambda data: parse_batch(data, 1)) as pipeline:
+            for n in (1, 2, 3, 4):
+                pipeline.submit(lines(n), land)
+            pipeline.settle()
+    assert landed == [1]
