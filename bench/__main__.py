@@ -145,7 +145,7 @@ def run_variant(name: str, url: str) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--events", type=int, default=2_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--port", type=int, default=8799)
     ap.add_argument("--variants", default=",".join(VARIANTS),

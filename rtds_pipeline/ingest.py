@@ -42,8 +42,11 @@ def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
     writer = LandingWriter(lake, source.key, seq)
     reader = WindowReader(source.endpoint(), source.request(), limits, writer.add, window_seq=seq,
                           progress=progress)
-    stats = reader.read(last.resume_offset if last else None, start=source.start)
-    files, dead_files = writer.finish()
+    try:
+        stats = reader.read(last.resume_offset if last else None, start=source.start)
+        files, dead_files = writer.finish()
+    finally:
+        writer.close()
     commit = None
     previous = last.resume_offset if last else None
     if files or dead_files or (stats.last_offset is not None and stats.last_offset != previous):

@@ -14,7 +14,7 @@ from those slices, never copied into one big table.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import orjson
@@ -34,6 +34,7 @@ FLUSH_BYTES = 32 << 20
 # flush waits the same way.
 LATE_DAY_ROWS = 1_000
 UNKNOWN_DAY = "unknown"  # neither occurred nor processed could be read
+WRITES_IN_FLIGHT = 1
 SMALL_SLICE_ROWS = 5_000
 HELD_ROWS = 20_000
 
@@ -53,8 +54,10 @@ class LandingWriter:
         self._dead: list[DeadLetter] = []
         self._held: list[pa.Table] = []  # rows of small days, copied out of their batches
         self._held_rows = 0
-        self.files: list[LandedFile] = []
+        self.files: list[LandedFile] = []  # complete once finish() returns
         self.dead_files: list[LandedFile] = []
+        self._writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rtds-write")
+        self._writes: list[Future[LandedFile]] = []
         # Stream quality, counted per flushed batch (exact for windows under `flush_bytes`):
         self.duplicates = 0  # rows whose id already appeared in the batch
         self.late = 0  # rows that occurred on an earlier UTC day than processed: they update past days
@@ -115,13 +118,13 @@ class LandingWriter:
         return _split_by_day(rows, _day_of(rows))
 
     def _write_days(self, days: list[tuple[str, pa.Table]]) -> None:
-        """One file per day, two at a time: Parquet encoding and fsync release the GIL, and the
-        end of a window writes one small file per late day (dozens)."""
-        if len(days) <= 1:
-            self.files += [self._write_day(day, rows) for day, rows in days]
-            return
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rtds-write") as pool:
-            self.files += pool.map(lambda d: self._write_day(*d), days)
+        """Files are written on two threads while this one groups the next rows (Parquet encoding
+        and fsync release the GIL); the end of a window writes one small file per late day. At
+        most WRITES_IN_FLIGHT files wait, so memory stays at a few flushes."""
+        self._writes += [self._writer.submit(self._write_day, day, rows) for day, rows in days]
+        pending = [w for w in self._writes if not w.done()]
+        while len(pending) > WRITES_IN_FLIGHT:
+            pending.pop(0).result()  # re-raises a failed write
 
     def _write_day(self, day: str, rows: pa.Table) -> LandedFile:
         offsets = rows.column("rtds_offset")
@@ -134,7 +137,10 @@ class LandingWriter:
                           lo.isoformat() if lo else None, hi.isoformat() if hi else None)
 
     def finish(self) -> tuple[list[LandedFile], list[LandedFile]]:
+        """Write what is left and wait until every file is durable (before the commit)."""
         self.flush(final=True)
+        self.files = [w.result() for w in self._writes]
+        self.close()
         if self._dead:
             rel = f"dead_letter/source={self.source}/window-{self.window_seq:010d}.ndjson"
             data = b"".join(orjson.dumps({"window_seq": self.window_seq, "position": d.position,
@@ -146,6 +152,10 @@ class LandingWriter:
             self.dead_files.append(LandedFile(rel, len(self._dead), size, "dead_letter", None, None))
             self._dead = []
         return self.files, self.dead_files
+
+    def close(self) -> None:
+        """Stop writing (a window that failed): files not yet written never are; none is listed."""
+        self._writer.shutdown(wait=True, cancel_futures=True)
 
 
 def _day_of(rows: pa.Table) -> pa.Array:
