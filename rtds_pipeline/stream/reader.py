@@ -220,8 +220,8 @@ class WindowReader:
 
 
 class _Pipeline:
-    """Batches are parsed on `parsers` threads at once and placed and landed on one thread,
-    strictly in stream order. At most `depth` batches are in flight, so memory stays at a few
+    """Batches are parsed on `parsers` threads (one by default: a second measured no faster on two
+    cores) and placed and landed on one thread, strictly in stream order. At most `depth` batches are in flight, so memory stays at a few
     batches; a failure anywhere is raised in the reading thread at its next hand-over or
     `settle()`, and no batch after a failed one is landed."""
 
