@@ -69,8 +69,8 @@ class ParsedBatch:
     keepalives: int = 0  # blank lines: RTDS keep-alives
 
     def shift_positions(self, by: int) -> None:
-        """Count line positions from `by`: batches are parsed in parallel with positions from 0,
-        then placed in stream order."""
+        """Count line positions from `by`: a batch is parsed (positions from 0) before the lines
+        ahead of it are counted, then placed in stream order."""
         if by:
             i = LANDING_SCHEMA.get_field_index("window_pos")
             self.rows = self.rows.set_column(i, LANDING_SCHEMA.field(i), pc.add(self.rows.column(i), by))
