@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rtds_pipeline.testserver.config import (
     DEFAULT_ACCESS_TOKEN,
@@ -16,6 +17,9 @@ from rtds_pipeline.testserver.config import (
     ConfigError,
     load_config,
 )
+
+if TYPE_CHECKING:
+    from rtds_pipeline.stream.reader import WindowStats
 
 
 def _testserver(args: argparse.Namespace) -> int:
@@ -54,10 +58,8 @@ def _testserver(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from rtds_pipeline.ingest import ingest_window, limits_from
     from rtds_pipeline.lake.storage import open_lake
-    from rtds_pipeline.rtds.timestamps import now_ms
     from rtds_pipeline.settings import SettingsError, load_settings
     from rtds_pipeline.stream.errors import NoDataYet, StreamError
-    from rtds_pipeline.stream.reader import WindowStats
 
     try:
         settings = load_settings()
@@ -81,11 +83,7 @@ def _ingest(args: argparse.Namespace) -> int:
         if not live and time.monotonic() - last_plain[0] < 10:
             return
         last_plain[0] = time.monotonic()
-        lag = (f"{(now_ms() - stats.max_processed_ms) / 1000:,.0f} s"
-               if stats.max_processed_ms else "n/a")
-        line = (f"window {window}: {stats.events:,} events, {stats.bytes / 1e6:,.1f} MB, "
-                f"{stats.events / seconds if seconds else 0:,.0f} events/s, lag {lag}, "
-                f"{stats.dead_letters} dead letters, {stats.reconnects} reconnects …")
+        line = _window_line(window, stats, seconds) + " …"
         print("\r" + line if live else line, end="" if live else "\n", flush=True)
 
     try:
@@ -101,11 +99,7 @@ def _ingest(args: argparse.Namespace) -> int:
             totals["events"] += out.stats.events
             totals["bytes"] += out.stats.bytes
             totals["dead"] += out.stats.dead_letters
-            lag = _lag(out.commit.max_processed if out.commit else None)
-            rate = out.stats.events / out.seconds if out.seconds else 0
-            line = (f"window {window}: {out.stats.events:,} events, {out.stats.bytes / 1e6:,.1f} MB, "
-                    f"{rate:,.0f} events/s, lag {lag}, {out.stats.dead_letters} dead letters, "
-                    f"{out.stats.reconnects} reconnects — {out.stats.stop_reason}")
+            line = f"{_window_line(window, out.stats, out.seconds)} — {out.stats.stop_reason}"
             print(("\r\033[K" if live else "") + line, flush=True)
     except KeyboardInterrupt:
         pass
@@ -120,11 +114,23 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _window_line(window: int, stats: WindowStats, seconds: float) -> str:
+    return (f"window {window}: {stats.events:,} events, {stats.bytes / 1e6:,.1f} MB, "
+            f"{stats.events / seconds if seconds else 0:,.0f} events/s, "
+            f"lag {_lag_ms(stats.max_processed_ms)}, {stats.dead_letters} dead letters, "
+            f"{stats.reconnects} reconnects")
+
+
 def _lag(max_processed: str | None) -> str:
-    if not max_processed:
+    from rtds_pipeline.rtds.timestamps import parse_iso_ms
+    return _lag_ms(parse_iso_ms(max_processed) if max_processed else None)
+
+
+def _lag_ms(max_processed_ms: int | None) -> str:
+    if not max_processed_ms:
         return "n/a"
-    from rtds_pipeline.rtds.timestamps import now_ms, parse_iso_ms
-    return f"{(now_ms() - parse_iso_ms(max_processed)) / 1000:,.0f} s"
+    from rtds_pipeline.rtds.timestamps import now_ms
+    return f"{(now_ms() - max_processed_ms) / 1000:,.0f} s"
 
 
 def _lake_status(args: argparse.Namespace) -> int:

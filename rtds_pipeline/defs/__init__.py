@@ -23,7 +23,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             assets.append(day_table_asset(kind, sources, partitions))
     available = marts_for({s.kind for s in settings.sources})
     assets.extend(mart_asset(m, partitions) for m in available)
-    tables = [TABLES[k] for k in ("events", "compliance") if any(s.kind == k for s in settings.sources)]
+    tables = [t for kind, t in TABLES.items() if any(s.kind == kind for s in settings.sources)]
     sensors = [source_sensor(s, settings, partitions, dg.AssetKey(TABLES[s.kind]))
                for s in settings.sources]
     if available:

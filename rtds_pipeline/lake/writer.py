@@ -82,8 +82,7 @@ class LandingWriter:
             else:
                 self._days.setdefault(key, []).append(part)
         if small:
-            late = pa.concat_tables(small).combine_chunks()  # one chunk: `take` is fast on it
-            self._hold(late.take(np.arange(late.num_rows)))
+            self._hold(pa.concat_tables(small))
         if self._buffered >= self.flush_bytes:
             self.flush()
 
@@ -97,17 +96,18 @@ class LandingWriter:
             fresh = pa.concat_tables(parts)  # chunked, no copy: written chunk by chunk
             if final or fresh.num_rows >= SMALL_SLICE_ROWS:
                 ready.append((day, fresh))
-            else:  # a copy: `take` is slow on many chunks, combine them first
-                fresh = fresh.combine_chunks()
-                self._hold(fresh.take(np.arange(fresh.num_rows)))
+            else:
+                self._hold(fresh)
         if final or self._held_rows >= HELD_ROWS:
             ready += self._held_by_day()
         self._write_days(ready)
 
     def _hold(self, rows: pa.Table) -> None:
-        """Keep rows (a copy, never a slice of a whole batch) until the end of the window."""
+        """Keep a copy of these rows until the end of the window: a slice would keep its whole
+        batch's buffers alive. (`take` is slow on many chunks: they are combined first.)"""
         if rows.num_rows:
-            self._held.append(rows)
+            rows = rows.combine_chunks()
+            self._held.append(rows.take(np.arange(rows.num_rows)))
             self._held_rows += rows.num_rows
 
     def _held_by_day(self) -> list[tuple[str, pa.Table]]:

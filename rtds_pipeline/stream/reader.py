@@ -220,15 +220,14 @@ class WindowReader:
 
 
 class _Pipeline:
-    """Batches are parsed on `parsers` threads (one by default: a second measured no faster on two
-    cores) and placed and landed on one thread, strictly in stream order. At most `depth` batches are in flight, so memory stays at a few
-    batches; a failure anywhere is raised in the reading thread at its next hand-over or
-    `settle()`, and no batch after a failed one is landed."""
+    """Batches are parsed on one thread (a second measured no faster on two cores) and placed and
+    landed on another, strictly in stream order. At most `depth` batches are in flight, so memory
+    stays at a few batches; a failure anywhere is raised in the reading thread at its next
+    hand-over or `settle()`, and no batch after a failed one is landed."""
 
-    def __init__(self, parse: Callable[[bytes], ParsedBatch], parsers: int = 1,
-                 depth: int = 3) -> None:
+    def __init__(self, parse: Callable[[bytes], ParsedBatch], depth: int = 3) -> None:
         self._parse, self._depth = parse, depth
-        self._parsers = ThreadPoolExecutor(max_workers=parsers, thread_name_prefix="rtds-parse")
+        self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtds-parse")
         self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtds-land")
         self._jobs: collections.deque[Future[None]] = collections.deque()
         self._failed = False
@@ -236,7 +235,7 @@ class _Pipeline:
     def submit(self, data: bytes, land: Callable[[ParsedBatch], None]) -> None:
         while len(self._jobs) >= self._depth or (self._jobs and self._jobs[0].done()):
             self._jobs.popleft().result()  # re-raises what failed on a worker
-        parsed = self._parsers.submit(self._parse, data)
+        parsed = self._parser.submit(self._parse, data)
         self._jobs.append(self._lander.submit(self._land, parsed, land))
 
     def _land(self, parsed: Future[ParsedBatch], land: Callable[[ParsedBatch], None]) -> None:
@@ -259,4 +258,4 @@ class _Pipeline:
         # On an unexpected error nothing new starts; work already running finishes first.
         self._failed = True
         self._lander.shutdown(wait=True, cancel_futures=True)
-        self._parsers.shutdown(wait=True, cancel_futures=True)
+        self._parser.shutdown(wait=True, cancel_futures=True)
