@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.freshness
 

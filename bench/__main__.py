@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-import httpx
+from bench.server import backlog_server
 
 VARIANTS = ("wire", "server", "ours", "official", "parse_only")
 
@@ -156,25 +156,7 @@ def main() -> int:
     if args.variant:
         print(json.dumps(run_variant(args.variant, args.url)))
         return 0
-    url = f"http://127.0.0.1:{args.port}"
-    t0 = time.perf_counter()
-    # Every variant stops at the first keep-alive after the backlog ("caught up"): a 50 ms
-    # keep-alive interval keeps that wait out of the measurement (the default is 2 s).
-    config = os.path.join(tempfile.mkdtemp(prefix="bench-config-"), "server.json")
-    with open(config, "w") as f:
-        json.dump({"keepalive_seconds": 0.05}, f)
-    server = subprocess.Popen([sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port",
-                               str(args.port), "--backlog", str(args.events), "--seed", "1",
-                               "--config", config], stdout=subprocess.DEVNULL)
-    try:
-        while True:
-            try:
-                httpx.get(url + "/admin/stats", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        print(f"backlog of {args.events:,} events ready in {time.perf_counter() - t0:.1f} s "
-              f"(cached per seed after the first build)", flush=True)
+    with backlog_server(args.port, args.events) as url:
         variants = [v for v in VARIANTS if v in args.variants.split(",")]
         results: dict[str, list[dict]] = {v: [] for v in variants}
         for _ in range(args.runs):
@@ -182,9 +164,6 @@ def main() -> int:
                 out = subprocess.run([sys.executable, "-m", "bench", "--variant", v, "--url", url],
                                      capture_output=True, text=True, check=True)
                 results[v].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    finally:
-        server.terminate()
-        server.wait(10)
     med = {v: {k: statistics.median(r[k] for r in rs) for k in
                ("events", "events_per_s", "mb_per_s", "peak_rss_mb")} for v, rs in results.items()}
     print(f"\n{args.runs} runs, medians, {os.cpu_count()} cores")

@@ -1,0 +1,44 @@
+"""The test server a benchmark reads: a backlog of N events, a 50 ms keep-alive so that the
+wait for the first keep-alive after the backlog ("caught up") stays out of the measurement."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+import httpx
+
+
+@contextlib.contextmanager
+def backlog_server(port: int, events: int) -> Iterator[str]:
+    """Start the server with a backlog of `events` (seed 1) and yield its URL."""
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    config = os.path.join(tempfile.mkdtemp(prefix="bench-config-"), "server.json")
+    with open(config, "w") as f:
+        json.dump({"keepalive_seconds": 0.05}, f)
+    server = subprocess.Popen([sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port",
+                               str(port), "--backlog", str(events), "--seed", "1",
+                               "--config", config], stdout=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                httpx.get(url + "/admin/stats", timeout=1)
+                break
+            except httpx.TransportError:
+                if server.poll() is not None:
+                    raise RuntimeError(f"the test server exited with {server.returncode}; "
+                                       f"is port {port} free?") from None
+                time.sleep(0.2)
+        print(f"backlog of {events:,} events ready in {time.perf_counter() - t0:.1f} s "
+              f"(cached per seed after the first build)", flush=True)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
