@@ -264,3 +264,22 @@ def test_sigkill_at_random_points_loses_nothing(fresh_server, tmp_path):
     removed = collect_orphans(lake, CommitLog(lake, "events"), older_than_s=0)
     assert_matches_ground_truth(srv, lake)
     assert isinstance(removed, list)
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [(None, "jemalloc"), ("system", "system")])
+def test_window_memory_pool_respects_an_explicit_choice(chosen: str | None, expected: str) -> None:
+    """A window switches Arrow's default pool to jemalloc (it hands freed pages back), unless
+    ARROW_DEFAULT_MEMORY_POOL chose one; a fresh process each, the switch being process-wide."""
+    import pyarrow as pa
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow is built without jemalloc")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if chosen:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = chosen
+    code = ("import pyarrow as pa; from rtds_pipeline.ingest import return_memory_promptly; "
+            "return_memory_promptly(); print(pa.default_memory_pool().backend_name)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == expected
