@@ -31,10 +31,11 @@ ARROW_DECAY_MS = 200
 @functools.cache
 def return_memory_promptly() -> None:
     """A window allocates and frees ~8 MB Arrow buffers on four threads. Arrow's default pool
-    (mimalloc) keeps what was freed; jemalloc, told to hand freed pages back within 200 ms,
-    does not: peak RSS of a 2M-event window 442 -> ~325 MB at the same speed (BENCHMARKS.md;
-    0 ms saved 20 MB more and cost 10 % of the speed). Process-wide, once: Arrow's default pool
-    becomes jemalloc, unless ARROW_DEFAULT_MEMORY_POOL already chose one."""
+    (mimalloc) keeps more of what was freed than jemalloc told to hand freed pages back within
+    200 ms: peak RSS of a 2M-event window 417 -> 370 MB at the same speed, side by side
+    (`python -m bench.memory`; 0 ms saved ~20 MB more and cost 10 % of the speed).
+    Process-wide, once: Arrow's default pool becomes jemalloc, unless ARROW_DEFAULT_MEMORY_POOL
+    already chose one."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
     try:
