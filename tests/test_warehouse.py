@@ -59,6 +59,21 @@ def test_equal_occurred_times_are_ordered_by_stream_position(tmp_path, lake):
     assert [r[0] for r in rows(build(tmp_path, lake, [D1]), D1)] == ["y", "z", "x"]
 
 
+def test_the_same_offset_landed_by_two_sources_is_kept_once(tmp_path, lake):
+    """Two sources reading one stream land the same copy (same id and offset) twice: `events`
+    keeps one, the first source by name, and counts both copies."""
+    t = f"{D1}T12:00:00.000Z"
+    for source in ("events", "mirror"):
+        commit_window(lake, source, [event("a", "OPEN", t, 5), event(f"only-{source}", "OPEN", t, 6)])
+    warehouse = Warehouse(tmp_path / "wh.duckdb")
+    with warehouse.writer(lake) as con:
+        wh.sync_manifest(con, lake, [SRC, SourceConfig("mirror")])
+        wh.build_day(con, "events", D1)
+    got = warehouse.reader().execute(
+        "SELECT id, source, copies FROM events ORDER BY id").fetchall()
+    assert got == [("a", "events", 2), ("only-events", "events", 1), ("only-mirror", "mirror", 1)]
+
+
 def test_late_and_future_events_go_to_their_occurred_day(tmp_path, lake):
     commit_window(lake, "events", [
         # 80 days late: occurred long before processed.

@@ -4,7 +4,8 @@
 -- Parameters: $days (DATE[]), $files (those days' committed files).
 --
 -- Deduplication: every copy of an event carries the same id; the copy kept is the first the
--- stream delivered (lowest offset). Duplicates are found on the narrow (id, offset, day) columns,
+-- stream delivered (lowest offset; the same offset landed by two sources reading one stream: the
+-- first source by name). Duplicates are found on the narrow (id, offset, source, day) columns,
 -- so wide rows are never partitioned by id — why this beats a plain row_number() window over
 -- the same files (bench/events.py). Offsets are opaque digit strings: compared left-padded,
 -- which orders them numerically. A row's day and source are its landing folder's Hive keys
@@ -12,15 +13,15 @@
 
 -- The narrow columns only; the wide ones are read from Parquet once more by the INSERT.
 CREATE OR REPLACE TEMP TABLE batch_landed AS
-SELECT id, rtds_offset, occurred_date AS day
+SELECT id, rtds_offset, source, occurred_date AS day
 FROM read_parquet($files, hive_partitioning = true, hive_types = {'occurred_date': DATE, 'source': VARCHAR});
 
 -- Ids with several copies are found by counting alone; only those few get the full aggregate
 -- (aggregating every id with min/arg_min took 3.5x longer on 5M landed rows).
 CREATE OR REPLACE TEMP TABLE batch_dups AS
-SELECT id, min(stream_key) AS keep_key, arg_min(day, stream_key) AS keep_day,
+SELECT id, min(copy_key) AS keep_key, arg_min(day, copy_key) AS keep_day,
        count(*)::INTEGER AS copies, min(day) <> max(day) AS spans_days
-FROM (SELECT id, lpad(rtds_offset, 24, '0') AS stream_key, day FROM batch_landed
+FROM (SELECT id, lpad(rtds_offset, 24, '0') || source AS copy_key, day FROM batch_landed
       WHERE id IN (SELECT id FROM batch_landed GROUP BY id HAVING count(*) > 1))
 GROUP BY id;
 
@@ -36,7 +37,7 @@ WHERE batch_dups.id = fix.id;
 
 -- Copies of this batch's ids already kept in days outside the batch (their occurred differed).
 CREATE OR REPLACE TEMP TABLE batch_elsewhere AS
-SELECT e.id, lpad(e.rtds_offset, 24, '0') AS stream_key
+SELECT e.id, lpad(e.rtds_offset, 24, '0') || e.source AS copy_key
 FROM {table} e
 WHERE NOT list_contains($days, e.occurred_date) AND e.id IN (SELECT id FROM batch_landed);
 
@@ -46,15 +47,16 @@ DELETE FROM {table} WHERE list_contains($days, occurred_date);
 DELETE FROM {table} t
 WHERE t.id IN (SELECT x.id FROM batch_elsewhere x
                WHERE EXISTS (SELECT 1 FROM batch_landed l
-                             WHERE l.id = x.id AND lpad(l.rtds_offset, 24, '0') < x.stream_key));
+                             WHERE l.id = x.id AND (lpad(l.rtds_offset, 24, '0') || l.source) < x.copy_key));
 
--- Every landed copy that is not kept, as exact (id, rtds_offset) pairs: the INSERT drops them
--- with one anti-join on equality, never an inequality join against the wide rows.
+-- Every landed copy that is not kept, as exact (id, rtds_offset, source) triples (a source lands
+-- an offset once): the INSERT drops them with one anti-join on equality, never an inequality
+-- join against the wide rows.
 CREATE OR REPLACE TEMP TABLE batch_drop AS
-SELECT l.id, l.rtds_offset
+SELECT l.id, l.rtds_offset, l.source
 FROM batch_landed l JOIN batch_dups d ON d.id = l.id
-WHERE lpad(l.rtds_offset, 24, '0') <> d.keep_key
+WHERE (lpad(l.rtds_offset, 24, '0') || l.source) <> d.keep_key
 UNION ALL
-SELECT l.id, l.rtds_offset
+SELECT l.id, l.rtds_offset, l.source
 FROM batch_landed l JOIN batch_elsewhere x ON x.id = l.id
-WHERE x.stream_key < lpad(l.rtds_offset, 24, '0');
+WHERE x.copy_key < (lpad(l.rtds_offset, 24, '0') || l.source);

@@ -20,5 +20,6 @@ FROM (
                       hive_types = {'occurred_date': DATE, 'source': VARCHAR})
 ) l
 LEFT JOIN batch_dups d ON d.id = l.id
-WHERE NOT EXISTS (SELECT 1 FROM batch_drop x WHERE x.id = l.id AND x.rtds_offset = l.rtds_offset)
+WHERE NOT EXISTS (SELECT 1 FROM batch_drop x
+                  WHERE x.id = l.id AND x.rtds_offset = l.rtds_offset AND x.source = l.source)
 ORDER BY l.day, l.occurred, l.stream_key;
