@@ -6,10 +6,12 @@ import collections
 
 import orjson
 import pyarrow.parquet as pq
+import pytest
 
 from rtds_pipeline.lake.batch import parse_batch
 from rtds_pipeline.lake.storage import open_lake
 from rtds_pipeline.lake.writer import HELD_ROWS, SMALL_SLICE_ROWS, LandingWriter
+from rtds_pipeline.stream.reader import _Pipeline
 
 
 def test_flushes_keep_every_row_once_and_small_days_in_one_file_per_window(tmp_path):
@@ -68,10 +70,6 @@ def test_blank_lines_are_counted_as_keepalives_and_positions_shift():
 
 
 def test_a_failed_batch_stops_the_pipeline_and_nothing_after_it_lands():
-    import pytest
-
-    from rtds_pipeline.stream.reader import _Pipeline
-
     landed = []
 
     def land(batch):

@@ -11,6 +11,10 @@
 -- which orders them numerically. A row's day and source are its landing folder's Hive keys
 -- (occurred_date=…, source=…): never a cast that would depend on the session's time zone.
 
+-- Which copy comes first: stream position, then source. Computed only where copies are compared
+-- (padding every landed offset up front cost more than the comparisons).
+CREATE OR REPLACE TEMP MACRO copy_key(rtds_offset, source) AS lpad(rtds_offset, 24, '0') || source;
+
 -- The narrow columns only; the wide ones are read from Parquet once more by the INSERT.
 CREATE OR REPLACE TEMP TABLE batch_landed AS
 SELECT id, rtds_offset, source, occurred_date AS day
@@ -21,7 +25,7 @@ FROM read_parquet($files, hive_partitioning = true, hive_types = {'occurred_date
 CREATE OR REPLACE TEMP TABLE batch_dups AS
 SELECT id, min(copy_key) AS keep_key, arg_min(day, copy_key) AS keep_day,
        count(*)::INTEGER AS copies, min(day) <> max(day) AS spans_days
-FROM (SELECT id, lpad(rtds_offset, 24, '0') || source AS copy_key, day FROM batch_landed
+FROM (SELECT id, copy_key(rtds_offset, source) AS copy_key, day FROM batch_landed
       WHERE id IN (SELECT id FROM batch_landed GROUP BY id HAVING count(*) > 1))
 GROUP BY id;
 
@@ -37,7 +41,7 @@ WHERE batch_dups.id = fix.id;
 
 -- Copies of this batch's ids already kept in days outside the batch (their occurred differed).
 CREATE OR REPLACE TEMP TABLE batch_elsewhere AS
-SELECT e.id, lpad(e.rtds_offset, 24, '0') || e.source AS copy_key
+SELECT e.id, copy_key(e.rtds_offset, e.source) AS copy_key
 FROM {table} e
 WHERE NOT list_contains($days, e.occurred_date) AND e.id IN (SELECT id FROM batch_landed);
 
@@ -47,7 +51,7 @@ DELETE FROM {table} WHERE list_contains($days, occurred_date);
 DELETE FROM {table} t
 WHERE t.id IN (SELECT x.id FROM batch_elsewhere x
                WHERE EXISTS (SELECT 1 FROM batch_landed l
-                             WHERE l.id = x.id AND (lpad(l.rtds_offset, 24, '0') || l.source) < x.copy_key));
+                             WHERE l.id = x.id AND copy_key(l.rtds_offset, l.source) < x.copy_key));
 
 -- Every landed copy that is not kept, as exact (id, rtds_offset, source) triples (a source lands
 -- an offset once): the INSERT drops them with one anti-join on equality, never an inequality
@@ -55,8 +59,8 @@ WHERE t.id IN (SELECT x.id FROM batch_elsewhere x
 CREATE OR REPLACE TEMP TABLE batch_drop AS
 SELECT l.id, l.rtds_offset, l.source
 FROM batch_landed l JOIN batch_dups d ON d.id = l.id
-WHERE (lpad(l.rtds_offset, 24, '0') || l.source) <> d.keep_key
+WHERE copy_key(l.rtds_offset, l.source) <> d.keep_key
 UNION ALL
 SELECT l.id, l.rtds_offset, l.source
 FROM batch_landed l JOIN batch_elsewhere x ON x.id = l.id
-WHERE x.copy_key < (lpad(l.rtds_offset, 24, '0') || l.source);
+WHERE x.copy_key < copy_key(l.rtds_offset, l.source);

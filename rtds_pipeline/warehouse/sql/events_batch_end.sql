@@ -10,3 +10,4 @@ DROP TABLE batch_landed;
 DROP TABLE batch_dups;
 DROP TABLE batch_elsewhere;
 DROP TABLE batch_drop;
+DROP MACRO copy_key;
