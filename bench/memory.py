@@ -4,8 +4,11 @@ Each run reads one window of ours (`ingest_window`, stream → committed Parquet
 process and samples every 20 ms: RSS, bytes held by Arrow's memory pool, and glibc's heap
 (`mallinfo2`: what it holds from the OS, what is in use). Side by side, interleaved, medians:
 
-- shipped: as the pipeline runs (Arrow's pool switched to jemalloc with a 200 ms decay);
-- mimalloc: Arrow's own default pool, as before that switch (`ARROW_DEFAULT_MEMORY_POOL`).
+- shipped: as the pipeline runs (Arrow's pool switched to jemalloc, freed pages handed back
+  within 200 ms, no "muzzy" stage: `rtds_pipeline/allocator.py`);
+- muzzy-200: jemalloc with a 200 ms muzzy stage (MADV_FREE pages, still counted in RSS), as
+  shipped before;
+- mimalloc: Arrow's own default pool (`ARROW_DEFAULT_MEMORY_POOL`).
 
 The target (issue 3) is a peak RSS ≤ 300 MB for a 2,000,000-event window.
 """
@@ -25,7 +28,9 @@ import time
 
 from bench.server import backlog_server
 
-CONFIGS = {"shipped": {}, "mimalloc": {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}}
+CONFIGS = {"shipped": {},
+           "muzzy-200": {"JE_ARROW_MALLOC_CONF": "dirty_decay_ms:200,muzzy_decay_ms:200"},
+           "mimalloc": {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}}
 
 
 class _MallInfo2(ctypes.Structure):
@@ -35,15 +40,17 @@ class _MallInfo2(ctypes.Structure):
 
 
 def run_window(url: str) -> dict:
-    import orjson  # noqa: F401  -- the same imports as `python -m bench`'s variants
-    import pyarrow as pa
-    import pyarrow.parquet  # noqa: F401
-    import requests  # noqa: F401
-
+    # Ours first, as in the pipeline's processes: it sets jemalloc's options before pyarrow loads.
     from rtds_pipeline.ingest import ingest_window
     from rtds_pipeline.lake.storage import open_lake
     from rtds_pipeline.settings import SourceConfig
     from rtds_pipeline.stream.reader import WindowLimits
+
+    # isort: split
+    import orjson  # noqa: F401  -- the same imports as `python -m bench`'s variants
+    import pyarrow as pa
+    import pyarrow.parquet  # noqa: F401
+    import requests  # noqa: F401
 
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = _MallInfo2

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 import time
 from collections.abc import Callable
 
-import pyarrow as pa
-
+from rtds_pipeline.allocator import return_memory_promptly
 from rtds_pipeline.lake.commits import Commit, CommitLog
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.lake.writer import LandingWriter
@@ -23,26 +20,6 @@ class WindowOutcome:
     commit: Commit | None  # None: nothing new arrived, nothing committed
     stats: WindowStats
     seconds: float
-
-
-ARROW_DECAY_MS = 200
-
-
-@functools.cache
-def return_memory_promptly() -> None:
-    """A window allocates and frees ~8 MB Arrow buffers on four threads. Arrow's default pool
-    (mimalloc) keeps more of what was freed than jemalloc told to hand freed pages back within
-    200 ms: peak RSS of a 2M-event window 417 -> 370 MB at the same speed, side by side
-    (`python -m bench.memory`; 0 ms saved ~20 MB more and cost 10 % of the speed).
-    Process-wide, once: Arrow's default pool becomes jemalloc, unless ARROW_DEFAULT_MEMORY_POOL
-    already chose one."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return
-    try:
-        pa.jemalloc_set_decay_ms(ARROW_DECAY_MS)  # before the first use: applies to new arenas
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:  # a pyarrow built without jemalloc: keep its default
-        return
 
 
 def limits_from(settings: Settings, **override: object) -> WindowLimits:

@@ -16,6 +16,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from rtds_pipeline.allocator import DIRTY_DECAY_MS, JEMALLOC_CONF
 from rtds_pipeline.ingest import WindowOutcome, ingest_window
 from rtds_pipeline.lake.commits import CommitLog, collect_orphans
 from rtds_pipeline.lake.storage import Lake, open_lake
@@ -278,8 +279,29 @@ def test_window_memory_pool_respects_an_explicit_choice(chosen: str | None, expe
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     if chosen:
         env["ARROW_DEFAULT_MEMORY_POOL"] = chosen
-    code = ("import pyarrow as pa; from rtds_pipeline.ingest import return_memory_promptly; "
+    code = ("from rtds_pipeline.ingest import return_memory_promptly; import pyarrow as pa; "
             "return_memory_promptly(); print(pa.default_memory_pool().backend_name)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("users", [None, "dirty_decay_ms:300"])
+def test_jemalloc_options_are_set_before_pyarrow_loads_and_a_users_are_kept(users: str | None) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "JE_ARROW_MALLOC_CONF"}
+    if users:
+        env["JE_ARROW_MALLOC_CONF"] = users
+    code = "import os, rtds_pipeline, pyarrow; print(os.environ['JE_ARROW_MALLOC_CONF'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == (users or JEMALLOC_CONF)
+
+
+def test_this_pyarrows_jemalloc_reads_the_options() -> None:
+    """Guards the variable's name and syntax across pyarrow upgrades: jemalloc prints the
+    options it runs with (`stats_print`) when the process exits."""
+    env = {**os.environ, "JE_ARROW_MALLOC_CONF": f"{JEMALLOC_CONF},stats_print:true"}
+    out = subprocess.run([sys.executable, "-c", "import rtds_pipeline, pyarrow"], env=env,
+                         capture_output=True, text=True, check=True)
+    assert f"opt.dirty_decay_ms: {DIRTY_DECAY_MS} " in out.stderr
+    assert "opt.muzzy_decay_ms: 0 " in out.stderr

@@ -45,6 +45,28 @@ def test_flushes_keep_every_row_once_and_small_days_in_one_file_per_window(tmp_p
     assert sorted(ids) == sorted(f"e{i}" for i in range(1, offset + 1))
 
 
+def test_a_day_held_in_pieces_lands_in_stream_order_named_by_its_offset_range(tmp_path):
+    # The day's rows reach the writer as a big slice, a late handful, a big slice: the handful
+    # is held at once, the big slices at the flush (too few to write then): held out of order.
+    lake = open_lake(str(tmp_path))
+    writer = LandingWriter(lake, "events", 1)
+    offset = 0
+    for batch_no, rows in enumerate((1500, 10, 1500)):
+        lines = []
+        for _ in range(rows):
+            offset += 1
+            lines.append(orjson.dumps({"id": f"e{offset}", "type": "OPEN", "offset": f"{10**12 + offset}",
+                                       "occurred": "2026-11-01T10:00:00.000Z",
+                                       "processed": "2026-11-20T10:00:00.000Z"}))
+        writer.add(parse_batch(b"\n".join(lines) + b"\n", 1, batch_no * 10_000))
+    writer.flush()
+    files, _ = writer.finish()
+    assert [f.rows for f in files] == [3010]
+    offsets = pq.read_table(lake.path(files[0].path)).column("rtds_offset").to_pylist()
+    assert offsets == [f"{10**12 + i}" for i in range(1, 3011)]
+    assert files[0].path.endswith(f"/{10**12 + 1}-{10**12 + 3010}.parquet")
+
+
 def test_rows_without_any_timestamp_land_in_the_unknown_day_folder(tmp_path):
     lake = open_lake(str(tmp_path))
     writer = LandingWriter(lake, "events", 1)

@@ -78,20 +78,21 @@ class ParsedBatch:
                 d.position += by
 
 
-def strip_blank_lines(data: bytes) -> bytes:
+def strip_blank_lines(data: bytes | pa.Buffer) -> bytes:
     data = _BLANKS.sub(b"\n", data)
     return data[1:] if data.startswith(b"\n") else data
 
 
-def parse_batch(data: bytes, window_seq: int, first_pos: int = 0) -> ParsedBatch:
+def parse_batch(data: bytes | pa.Buffer, window_seq: int, first_pos: int = 0) -> ParsedBatch:
     """Parse complete, newline-terminated NDJSON lines; blank lines (keep-alives) are counted."""
     raw = _raw_column(data)
     keepalives = pc.sum(pc.equal(pc.binary_length(raw), 0)).as_py() or 0
     if keepalives:
         data = strip_blank_lines(data)
         raw = _raw_column(data)
-    if not data:
+    if not len(data):
         return ParsedBatch(LANDING_SCHEMA.empty_table(), [], None, 0, 0, keepalives)
+    lines = len(raw)
     try:
         parsed = _read(data)
         good_positions = None
@@ -133,7 +134,6 @@ def parse_batch(data: bytes, window_seq: int, first_pos: int = 0) -> ParsedBatch
     }, schema=LANDING_SCHEMA)
     if updates or len(dead):
         rows = rows.filter(keep)
-    lines = len(raw) if good_positions is None else data.count(b"\n")
     return ParsedBatch(rows, dead, last_offset, updates, lines, keepalives)
 
 
@@ -145,18 +145,14 @@ def _read(data: bytes) -> pa.Table:
                                       unexpected_field_behavior="ignore"))
 
 
-def _raw_column(data: bytes) -> pa.Array:
-    """Each line of `data` (newline-terminated) as a string, sliced by newline positions."""
-    ends = []
-    find, pos = data.find, data.find(b"\n")
-    while pos >= 0:  # one C memchr per ~1 KB line: 4x faster than a numpy scan of every byte
-        ends.append(pos)
-        pos = find(b"\n", pos + 1)
-    lengths = np.diff(np.array(ends, dtype=np.int64), prepend=-1) - 1
-    offsets = np.zeros(len(ends) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets.tobytes()),
-                                            pa.py_buffer(data.replace(b"\n", b"")))
+def _raw_column(data: bytes | pa.Buffer) -> pa.Array:
+    """Each line of `data` (newline-terminated) as a string, without its b"\n": split by Arrow,
+    which releases the GIL, and copied into Arrow's memory pool, which hands freed pages back to
+    the OS (a Python `bytes` copy would sit in glibc's heap, which keeps them)."""
+    whole = pa.Array.from_buffers(pa.large_binary(), 1, [
+        None, pa.py_buffer(np.array([0, len(data)], dtype=np.int64)), pa.py_buffer(data)])
+    lines = pc.split_pattern(whole, b"\n").flatten()
+    return lines.slice(0, len(lines) - 1).view(pa.large_string())  # after the last b"\n": nothing
 
 
 def _salvage(data: bytes, first_pos: int) -> tuple[pa.Table, pa.Array, list[int], list[DeadLetter]]:
