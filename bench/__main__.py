@@ -16,9 +16,9 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
+from bench.scratch import scratch_dir
 from bench.server import backlog_server
 
 VARIANTS = ("wire", "server", "ours", "official", "parse_only")
@@ -93,7 +93,7 @@ def run_variant(name: str, url: str) -> dict:
         from rtds_pipeline.settings import SourceConfig
         from rtds_pipeline.stream.reader import WindowLimits
         out = ingest_window(SourceConfig(name="bench", base_url=url),
-                            open_lake(tempfile.mkdtemp(prefix="bench-lake-")),
+                            open_lake(scratch_dir("bench-lake-")),
                             WindowLimits(max_seconds=600, max_events=10**9))
         events, nbytes = out.stats.events, out.stats.bytes
     elif name == "official":
@@ -103,7 +103,7 @@ def run_variant(name: str, url: str) -> dict:
         h = {"Accept": "application/vnd.urbanairship+x-ndjson; version=3;",
              "Authorization": "Bearer test-access-token", "X-UA-Appkey": "test-app-key"}
         rows = []
-        out_dir = tempfile.mkdtemp(prefix="bench-official-")
+        out_dir = scratch_dir("bench-official-")
         r = requests.post(url + "/api/events", json={"start": "EARLIEST"}, headers=h, stream=True)
         for line in r.iter_lines():
             if not line:

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.scratch import scratch_dir
+
 MEMORY_LIMIT = "2GB"
 THREADS = 2
 
@@ -141,17 +143,20 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=5_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--landing", help="reuse a landing zone made by an earlier run (its path)")
+    ap.add_argument("--keep-landing", action="store_true",
+                    help="keep the landing zone this run makes (5M events: ~750 MB), for --landing")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:
-        work = Path(tempfile.mkdtemp(prefix="bench-events-"))
+        work = Path(scratch_dir("bench-events-"))
         print(json.dumps(run_variant(args.variant, Path(args.root), work)))
         return 0
     if args.landing:
         root = Path(args.landing)
     else:
-        root = Path(tempfile.mkdtemp(prefix="bench-landing-"))
+        root = Path(tempfile.mkdtemp(prefix="bench-landing-") if args.keep_landing
+                    else scratch_dir("bench-landing-"))
         t0 = time.perf_counter()
         make_landing(root, args.events)
         print(f"landing: {args.events:,} events in {time.perf_counter() - t0:.0f} s at {root}",

@@ -17,11 +17,12 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import duckdb
+
+from bench.scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +33,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=90, help="seconds before measuring")
     ap.add_argument("--no-quirks", action="store_true", help="test server without its quirks")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-fresh-"))
+    tmp = Path(scratch_dir("bench-fresh-"))
     home = tmp / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home)

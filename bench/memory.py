@@ -22,10 +22,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
+from bench.scratch import scratch_dir
 from bench.server import backlog_server
 
 CONFIGS = {"shipped": {},
@@ -75,7 +75,7 @@ def run_window(url: str) -> dict:
     sampler.start()
     t0 = time.perf_counter()
     out = ingest_window(SourceConfig(name="bench", base_url=url),
-                        open_lake(tempfile.mkdtemp(prefix="bench-lake-")),
+                        open_lake(scratch_dir("bench-lake-")),
                         WindowLimits(max_seconds=600, max_events=10**9))
     took = time.perf_counter() - t0
     done.set()

@@ -8,11 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 
 import httpx
+
+from bench.scratch import scratch_dir
 
 
 @contextlib.contextmanager
@@ -20,7 +21,7 @@ def backlog_server(port: int, events: int) -> Iterator[str]:
     """Start the server with a backlog of `events` (seed 1) and yield its URL."""
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
-    config = os.path.join(tempfile.mkdtemp(prefix="bench-config-"), "server.json")
+    config = os.path.join(scratch_dir("bench-config-"), "server.json")
     with open(config, "w") as f:
         json.dump({"keepalive_seconds": 0.05}, f)
     server = subprocess.Popen([sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port",

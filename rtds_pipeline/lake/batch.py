@@ -1,8 +1,9 @@
 """Raw NDJSON bytes → an Arrow table of landing rows, without a Python loop per event.
 
 The typed envelope columns are parsed by Arrow's JSON reader (C++); the original line of every
-event is kept byte for byte in `raw`, sliced from the same buffer by newline positions. Lines the
-reader cannot take (malformed JSON, wrong types, no id or offset) are split off as dead letters.
+event is kept byte for byte in `raw`, split from the same buffer by Arrow at each b"\\n". Lines
+the reader cannot take (malformed JSON, wrong types, no id or offset) are split off as dead
+letters.
 """
 
 from __future__ import annotations

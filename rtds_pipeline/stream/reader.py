@@ -218,7 +218,7 @@ class WindowReader:
 def _join_lines(chunks: list[bytes]) -> tuple[pa.Buffer | None, list[bytes]]:
     """The complete lines of `chunks` copied into one buffer of Arrow's memory pool, which hands
     freed pages back to the OS (glibc's heap keeps 8 MB blocks of joined `bytes`), and the cut
-    line after the last b"\n", still to be completed."""
+    line after the last b"\\n", still to be completed."""
     for i in range(len(chunks) - 1, -1, -1):
         cut = chunks[i].rfind(b"\n") + 1
         if cut:
