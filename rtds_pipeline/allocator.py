@@ -3,9 +3,11 @@
 A window allocates and frees ~8 MB Arrow buffers on four threads. Arrow's default pool (mimalloc)
 keeps much of what was freed; jemalloc, which pyarrow also ships, can be told to hand pages back
 within `DIRTY_DECAY_MS` and to skip the "muzzy" stage in between (pages released with
-MADV_FREE, which Linux keeps counting in RSS until memory runs short). Measured side by side on
-a 2M-event window (`python -m bench.memory`): mimalloc ~415 MB, jemalloc with a 200 ms decay
-for both stages ~370 MB, with muzzy pages purged at once ~315 MB, at the same speed.
+MADV_FREE, which Linux keeps counting in RSS until memory runs short). Peak RSS of a 2M-event
+window, side by side (`python -m bench.memory`): mimalloc 392 MB at 108k events/s, this 310 MB at
+99k. (Skipping the muzzy stage saved ~50 MB while the batch buffers were Python `bytes`; with
+them in Arrow's pool it measures 0-12 MB, within the runs' noise. Setting the options here also
+gives jemalloc's first arena, created at import, the same decay as the others.)
 
 jemalloc reads its options once, when pyarrow is imported, from JE_ARROW_MALLOC_CONF:
 `configure_jemalloc()` runs from the package's `__init__`, before anything imports pyarrow.
