@@ -242,14 +242,14 @@ class _Pipeline:
     is raised in the reading thread at its next hand-over or `settle()`, and no batch after a
     failed one is landed."""
 
-    def __init__(self, parse: Callable[[bytes], ParsedBatch], depth: int = 2) -> None:
+    def __init__(self, parse: Callable[[pa.Buffer], ParsedBatch], depth: int = 2) -> None:
         self._parse, self._depth = parse, depth
         self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtds-parse")
         self._lander = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtds-land")
         self._jobs: collections.deque[Future[None]] = collections.deque()
         self._failed = False
 
-    def submit(self, data: bytes, land: Callable[[ParsedBatch], None]) -> None:
+    def submit(self, data: pa.Buffer, land: Callable[[ParsedBatch], None]) -> None:
         while len(self._jobs) >= self._depth or (self._jobs and self._jobs[0].done()):
             self._jobs.popleft().result()  # re-raises what failed on a worker
         parsed = self._parser.submit(self._parse, data)
