@@ -11,9 +11,8 @@ import sys
 import time
 from collections.abc import Iterator
 
-import httpx
-
 from bench.scratch import scratch_dir
+from rtds_pipeline.run import wait_http
 
 
 @contextlib.contextmanager
@@ -28,15 +27,9 @@ def backlog_server(port: int, events: int) -> Iterator[str]:
                                str(port), "--backlog", str(events), "--seed", "1",
                                "--config", config], stdout=subprocess.DEVNULL)
     try:
-        while True:
-            try:
-                httpx.get(url + "/admin/stats", timeout=1)
-                break
-            except httpx.TransportError:
-                if server.poll() is not None:
-                    raise RuntimeError(f"the test server exited with {server.returncode}; "
-                                       f"is port {port} free?") from None
-                time.sleep(0.2)
+        if not wait_http(url + "/admin/stats", server, 900):  # a first 2M backlog: ~2 min
+            raise RuntimeError(f"the test server did not answer (exit code {server.poll()}); "
+                               f"is port {port} free?")
         print(f"backlog of {events:,} events ready in {time.perf_counter() - t0:.1f} s "
               f"(cached per seed after the first build)", flush=True)
         yield url

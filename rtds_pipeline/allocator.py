@@ -39,7 +39,7 @@ def return_memory_promptly() -> None:
     ARROW_DEFAULT_MEMORY_POOL already chose one. If pyarrow was imported before this package
     (the options above came too late), arenas created from now on decay in DIRTY_DECAY_MS, the
     muzzy stage included."""
-    import pyarrow as pa
+    import pyarrow as pa  # here, not at the top: this module runs before pyarrow may load
 
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return

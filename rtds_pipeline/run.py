@@ -23,7 +23,8 @@ PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", "8717"))
 UI_PORT = int(os.environ.get("RTDS_UI_PORT", "3000"))
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
+def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    """True once `url` answers; False if `proc` exits or `seconds` pass first."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -73,14 +74,14 @@ def main() -> int:
              *(["--no-quirks"] if os.environ.get("RTDS_TESTSERVER_QUIRKS") == "0" else [])],
             cwd=ROOT, start_new_session=True)
         procs.append(server)
-        if not _wait_http(f"http://127.0.0.1:{PORT}/admin/stats", server, 180):
+        if not wait_http(f"http://127.0.0.1:{PORT}/admin/stats", server, 180):
             print("the test server did not start; see its output above", file=sys.stderr)
             return 1
         dagster = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
              "-h", "127.0.0.1", "-p", str(UI_PORT)], cwd=ROOT, env=env, start_new_session=True)
         procs.append(dagster)
-        if not _wait_http(f"http://127.0.0.1:{UI_PORT}/server_info", dagster, 180):
+        if not wait_http(f"http://127.0.0.1:{UI_PORT}/server_info", dagster, 180):
             print("dagster dev did not start; see its output above", file=sys.stderr)
             return 1
         print(f"\n  Dagster UI:  http://127.0.0.1:{UI_PORT}   (sensors rtds_events, "

@@ -138,7 +138,7 @@ def parse_batch(data: bytes | pa.Buffer, window_seq: int, first_pos: int = 0) ->
     return ParsedBatch(rows, dead, last_offset, updates, lines, keepalives)
 
 
-def _read(data: bytes) -> pa.Table:
+def _read(data: bytes | pa.Buffer) -> pa.Table:
     return pj.read_json(
         pa.BufferReader(data),  # zero-copy over bytes or bytearray
         read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 20, min(len(data) + 1, 64 << 20))),
@@ -147,7 +147,7 @@ def _read(data: bytes) -> pa.Table:
 
 
 def _raw_column(data: bytes | pa.Buffer) -> pa.Array:
-    """Each line of `data` (newline-terminated) as a string, without its b"\n": split by Arrow,
+    """Each line of `data` (newline-terminated) as a string, without its b"\\n": split by Arrow,
     which releases the GIL, and copied into Arrow's memory pool, which hands freed pages back to
     the OS (a Python `bytes` copy would sit in glibc's heap, which keeps them)."""
     whole = pa.Array.from_buffers(pa.large_binary(), 1, [
