@@ -243,6 +243,28 @@ def test_s3_lake_on_a_real_object_store(fresh_server, s3_server):
     assert n == len(committed_rows(lake))
 
 
+def test_the_command_line_ingests_windows_that_duckdb_reads_and_lake_status_reports(fresh_server, tmp_path):
+    """The issue's "done when", as a user types it: `ingest --windows 3`, then `lake status`."""
+    srv = fresh_server(backlog=5_000)
+    lake_dir = tmp_path / "lake"
+    env = {**os.environ, "RTDS_BASE_URL": srv.url, "RTDS_LAKE_URL": str(lake_dir),
+           "RTDS_WINDOW_MAX_EVENTS": "2000", "RTDS_IDLE_TIMEOUT": "10"}
+    cli = [sys.executable, "-m", "rtds_pipeline.cli"]
+    out = subprocess.run([*cli, "ingest", "--windows", "3"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lake = open_lake(str(lake_dir))
+    commits = CommitLog(lake, "events").all()
+    assert len(commits) == 3 and all(c.events > 0 for c in commits)
+    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{lake_dir}/landing/**/*.parquet')").fetchall()[0][0]
+    assert n == sum(c.events for c in commits) == len(committed_rows(lake))
+    status = subprocess.run([*cli, "lake", "status"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert status.returncode == 0, status.stderr
+    line = next(x for x in status.stdout.splitlines() if x.strip().startswith("events:"))
+    assert f"offset {commits[-1].resume_offset}, 3 commits" in line and f"{n:,} rows" in line
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_loses_nothing(fresh_server, tmp_path):
     """Kill the ingest process many times, including mid-commit; resume; compare with truth."""
