@@ -52,14 +52,12 @@ def commit_window(lake: Lake, source: str, events: list[dict[str, Any]],
 def build_warehouse(tmp_path, lake, sources=SOURCES) -> duckdb.DuckDBPyConnection:
     """Build events, compliance_events and every mart from the lake, as the assets do, checking
     each mart's grain and consistency; returns a read-only connection to the published file."""
-    warehouse = Warehouse(tmp_path / "wh.duckdb")
-    with warehouse.writer(lake) as con:
+    warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
+    with warehouse.writer() as con:
         wh.sync_manifest(con, lake, sources)
         for kind in ("events", "compliance"):
-            days = [r[0] for r in con.execute(
-                "SELECT DISTINCT day FROM landing_files WHERE kind = ? AND day <> 'dead_letter'",
-                [kind]).fetchall()]
-            wh.build_days(con, kind, days)
+            wh.load_pending(con, lake, kind)
+        wh.refresh_views(con, lake)
         days = [r[0] for r in con.execute(
             "SELECT DISTINCT occurred_date::VARCHAR FROM events").fetchall()]
         for mart in marts.MARTS:

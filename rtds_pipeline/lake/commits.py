@@ -88,6 +88,16 @@ class CommitLog:
     def read(self, seq: int) -> Commit:
         return Commit.from_json(self.lake.fs.cat_file(self._name(seq)))
 
+    def since(self, seq: int) -> list[Commit]:
+        """The records after `seq`, in order. Sequence numbers are consecutive, so this probes
+        seq+1, seq+2 … until one is absent: O(new records), no listing."""
+        out = []
+        while True:
+            try:
+                out.append(self.read(seq + len(out) + 1))
+            except FileNotFoundError:
+                return out
+
     def all(self) -> list[Commit]:
         return [self.read(s) for s in self.sequences()]
 

@@ -1,15 +1,23 @@
-"""Building `events` and `compliance_events` per occurred day from committed landing files.
+"""`events` and `compliance_events`: committed landing windows → Delta tables in the lake.
 
-Only files that a commit record lists are read (invariant 1: an uncommitted file does not
-exist). The warehouse keeps a manifest of them (`landing_files`), synced incrementally from
-the lake's commit log, which doubles as lineage for every row.
+Two ways in, one result (invariant 3):
+- **load** (`load_pending`): the committed windows the warehouse has not loaded yet, a batch at a
+  time. Cost O(batch): the batch's ids are probed in the id index (`<table>_keys`), new ids are
+  appended to their occurred day, copies of ids already kept are counted, never written.
+- **rebuild** (`rebuild_days`, backfills): whole days recomputed from their committed landing
+  files and swapped in atomically. Gives the same rows as the loads did.
+Settled days are compacted (`compact_days`): rewritten as one sorted file with late copies
+folded in. Only files that a commit record lists are read (invariant 1).
+
+Every Delta commit carries the load's batch number as an application transaction, and the
+batch is recorded in `load_batches` before the commit: a crash between the Delta commit and the
+warehouse's own bookkeeping is finished on the next start, never appended twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 from collections.abc import Iterable, Sequence
 
 import duckdb
@@ -18,38 +26,64 @@ import pyarrow as pa
 from rtds_pipeline.lake.commits import CommitLog
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.settings import SourceConfig
-from rtds_pipeline.warehouse.store import run_script, sql
+from rtds_pipeline.warehouse.delta import DeltaEvents
+from rtds_pipeline.warehouse.store import remove_tree, run_script, sql, transaction
 
-TABLES = {"events": "events", "compliance": "compliance_events"}  # source kind → table
+TABLES = {"events": "events", "compliance": "compliance_events"}  # what a source feeds → table
 
-
-BATCH_BYTES = 1 << 30  # landed Parquet per build pass: bounds memory however many days are asked
-INSERT_BYTES = 64 << 20  # landed Parquet per INSERT (one sort, bounded memory); small days share one
+LOAD_BYTES = 256 << 20  # landed Parquet per load batch: bounds memory however far behind
+REBUILD_BYTES = 1 << 30  # landed Parquet per rebuild pass
 
 
 @dataclasses.dataclass
-class DayBuild:
+class LoadResult:
     table: str
-    day: str
-    files: int
-    landed_rows: int
-    rows: int
-    copies_dropped: int  # later copies, or copies kept in another day
+    batches: list[int] = dataclasses.field(default_factory=list)
+    windows: int = 0
+    landed_rows: int = 0
+    rows: int = 0  # rows written
+    copies_dropped: int = 0  # landed rows not written: later copies, or ids kept elsewhere
+    quarantined: int = 0
+    days: dict[str, int] = dataclasses.field(default_factory=dict)  # rows written per day
+    rebuilt: list[str] = dataclasses.field(default_factory=list)  # days recomputed
+    max_processed: dt.datetime | None = None
+
+    def add(self, other: LoadResult) -> None:
+        self.batches += other.batches
+        for f in ("windows", "landed_rows", "rows", "copies_dropped", "quarantined"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        for d, n in other.days.items():
+            self.days[d] = self.days.get(d, 0) + n
+        self.rebuilt = sorted({*self.rebuilt, *other.rebuilt})
+        if other.max_processed and (not self.max_processed or other.max_processed > self.max_processed):
+            self.max_processed = other.max_processed
 
 
 @dataclasses.dataclass
-class Reconciliation:
-    day: str
-    landed_unique: int
-    rows: int
-    kept_elsewhere: int
-    missing: int  # landed ids that are nowhere in the table
-    not_landed: int  # rows of the day whose id did not land for that day
+class WindowCheck:
+    """Checks of what one load touched (its windows' ids), O(load)."""
+    landed_ids: int
+    missing: int  # good landed ids of the loaded windows that the index does not hold
+    duplicated: int  # of those ids, how many the index holds more than once
 
     @property
     def ok(self) -> bool:
-        return (self.rows + self.kept_elsewhere == self.landed_unique
-                and self.missing == 0 and self.not_landed == 0)
+        return self.missing == 0 and self.duplicated == 0
+
+
+@dataclasses.dataclass
+class FullCheck:
+    """The whole table against the whole landing zone: O(history), run apart (a scheduled job)."""
+    table: str
+    rows: int
+    distinct_ids: int
+    index_keys: int
+    landed_ids: int
+    missing: int  # landed good ids whose key is not in the index
+
+    @property
+    def ok(self) -> bool:
+        return self.rows == self.distinct_ids == self.index_keys == self.landed_ids and not self.missing
 
 
 def table_sql(name: str, table: str) -> str:
@@ -57,52 +91,62 @@ def table_sql(name: str, table: str) -> str:
     return sql(name).replace("{table}", table)
 
 
+def prepare(con: duckdb.DuckDBPyConnection) -> None:
+    """The writer's tables and the connection's macros (idempotent)."""
+    con.execute(sql("schema"))
+    for table in TABLES.values():
+        con.execute(table_sql("table_schema", table))
+    con.execute(sql("landed"))
+
+
+# -- the manifest --------------------------------------------------------------------------
+
 def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
                   sources: Iterable[SourceConfig]) -> int:
-    """Record the commits the warehouse has not seen yet. Returns how many were added."""
+    """Record the commits the warehouse has not seen yet (reads only those). Returns how many."""
     added = 0
     for source in sources:
         seen = con.execute("SELECT coalesce(max(window_seq), 0) FROM landing_windows "
                            "WHERE source = ?", [source.key]).fetchall()[0][0]
-        log = CommitLog(lake, source.key)
-        new = [log.read(s) for s in log.sequences() if s > seen]
+        new = CommitLog(lake, source.key).since(seen)
         if not new:
             continue
+        kind = _feeds(source)
+        # A compaction record replaces files and brings no new data: nothing to load.
+        is_data = [getattr(c, "kind", "window") == "window" for c in new]
         windows = pa.table({
-            "source": [c.source for c in new], "kind": [source.kind] * len(new),
+            "source": [c.source for c in new], "kind": [kind] * len(new),
             "window_seq": [c.window_seq for c in new], "events": [c.events for c in new],
             "dead_letters": [c.dead_letters for c in new],
             "first_offset": [c.first_offset for c in new],
             "resume_offset": [c.resume_offset for c in new],
             "max_processed": pa.array([c.max_processed for c in new], pa.string()),
             "committed_at": [dt.datetime.fromtimestamp(c.committed_at, dt.UTC) for c in new],
-            "stop_reason": [c.stop_reason for c in new]})
+            "stop_reason": [c.stop_reason for c in new],
+            "load_batch": pa.array([None if d else 0 for d in is_data], pa.int64())})
         files = [(c, f) for c in new for f in (*c.files, *c.dead_letter_files)]
         manifest = pa.table({
-            "source": [c.source for c, _ in files], "kind": [source.kind] * len(files),
+            "source": [c.source for c, _ in files], "kind": [kind] * len(files),
             "window_seq": pa.array([c.window_seq for c, _ in files], pa.int64()),
             "path": pa.array([lake.url_of(f.path) for _, f in files], pa.string()),
             "day": pa.array([f.day for _, f in files], pa.string()),
             "rows": pa.array([f.rows for _, f in files], pa.int64()),
             "bytes": pa.array([f.bytes for _, f in files], pa.int64())})
-        con.register("new_windows", windows)
-        con.register("new_files", manifest)
+        replaced = [lake.url_of(p) for c in new for p in getattr(c, "replaces", None) or ()]
         # One transaction: a window recorded without its files would never be read again.
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute("INSERT INTO landing_windows SELECT source, kind, window_seq, events, "
                         "dead_letters, first_offset, resume_offset, max_processed::TIMESTAMPTZ, "
-                        "committed_at, stop_reason FROM new_windows")
-            con.execute("INSERT INTO landing_files SELECT * FROM new_files")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.unregister("new_windows")
-            con.unregister("new_files")
+                        "committed_at, stop_reason, load_batch FROM windows")
+            con.execute("INSERT INTO landing_files SELECT * FROM manifest")
+            if replaced:
+                con.execute("DELETE FROM landing_files WHERE list_contains(?, path)", [replaced])
         added += len(new)
     return added
+
+
+def _feeds(source: SourceConfig) -> str:
+    return getattr(source, "feeds", None) or source.kind
 
 
 def day_files(con: duckdb.DuckDBPyConnection, kind: str,
@@ -116,20 +160,174 @@ def day_files(con: duckdb.DuckDBPyConnection, kind: str,
     return out
 
 
-def fingerprint(files: Sequence[tuple[str, int]]) -> str:
-    return hashlib.sha1("\n".join(sorted(p for p, _ in files)).encode()).hexdigest()
+def landed_days(con: duckdb.DuckDBPyConnection, kind: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT DISTINCT day FROM landing_files WHERE kind = ? AND day <> 'dead_letter' "
+        "ORDER BY 1", [kind]).fetchall()]
 
 
-def current_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> set[str]:
-    """Days last built from exactly the files committed for them now (nothing to rebuild)."""
-    built = dict(con.execute(
-        "SELECT day::VARCHAR, arg_max(manifest, built_at) FROM load_log WHERE table_name = ? "
-        "GROUP BY day", [TABLES[kind]]).fetchall())
-    return {d for d, files in day_files(con, kind, days).items()
-            if built.get(d) == fingerprint(files)}
+# -- loads ---------------------------------------------------------------------------------
+
+def _next_batch(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return con.execute("SELECT coalesce(max(batch), 0) + 1 FROM load_batches WHERE table_name = ?",
+                       [table]).fetchall()[0][0]
 
 
-def batches(files: dict[str, list[tuple[str, int]]], limit: int) -> list[list[str]]:
+def _app_id(table: str) -> str:
+    return f"rtds_pipeline/{table}"
+
+
+def _pending(con: duckdb.DuckDBPyConnection, kind: str, budget: int) -> list[tuple[str, int]]:
+    """The next pending windows (source, window_seq) in commit order, up to `budget` bytes."""
+    rows = con.execute(
+        "SELECT w.source, w.window_seq, coalesce(sum(f.bytes), 0) FROM landing_windows w "
+        "LEFT JOIN landing_files f ON f.source = w.source AND f.window_seq = w.window_seq "
+        "AND f.day <> 'dead_letter' WHERE w.kind = ? AND w.load_batch IS NULL "
+        "GROUP BY ALL ORDER BY min(w.committed_at), w.source, w.window_seq", [kind]).fetchall()
+    out, size = [], 0
+    for source, seq, nbytes in rows:
+        if out and size + nbytes > budget:
+            break
+        out.append((source, seq))
+        size += nbytes
+    return out
+
+
+def load_pending(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str,
+                 budget: int = LOAD_BYTES) -> LoadResult:
+    """Load every committed window not loaded yet, `budget` landed bytes per batch."""
+    table = TABLES[kind]
+    result = LoadResult(table)
+    recover(con, lake, kind)
+    while True:
+        windows = _pending(con, kind, budget)
+        if not windows:
+            return result
+        batch = _next_batch(con, table)
+        with transaction(con):
+            con.execute("INSERT INTO load_batches VALUES (?, ?, 'window', NULL, 'planned', now(), NULL)",
+                        [table, batch])
+            con.execute("UPDATE landing_windows SET load_batch = ? WHERE (source, window_seq) "
+                        "IN (SELECT unnest(?), unnest(?))",
+                        [batch, [s for s, _ in windows], [q for _, q in windows]])
+        result.add(_load_batch(con, lake, kind, batch))
+
+
+def _batch_files(con: duckdb.DuckDBPyConnection, kind: str, batch: int) -> list[tuple]:
+    return con.execute(
+        "SELECT f.path, f.source, f.window_seq FROM landing_files f JOIN landing_windows w "
+        "USING (source, window_seq) WHERE w.kind = ? AND w.load_batch = ? "
+        "AND f.day <> 'dead_letter' ORDER BY f.source, f.window_seq, f.path",
+        [kind, batch]).fetchall()
+
+
+def _load_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: int) -> LoadResult:
+    """Stage, append and record one planned batch; safe to run again after a crash."""
+    table = TABLES[kind]
+    delta = DeltaEvents(lake, table)
+    result = LoadResult(table, batches=[batch])
+    result.windows, result.max_processed = con.execute(
+        "SELECT count(*), max(max_processed) FROM landing_windows WHERE kind = ? AND load_batch = ?",
+        [kind, batch]).fetchall()[0]
+    files = _readable(con, table, _batch_files(con, kind, batch))
+    if files:
+        run_script(con, table_sql("load_window", table), {"files": files})
+        rows = con.sql(table_sql("load_window_rows", table)).to_arrow_table()
+        if rows.num_rows and delta.loaded_version(_app_id(table)) < batch:
+            delta.append(rows, _app_id(table), batch)
+        earlier = con.execute(
+            "SELECT day, kept_day FROM stage_probe WHERE kept_day IS NOT NULL "
+            "AND (pos, source) < (kept_pos, kept_source)").fetchall()
+        with transaction(con):
+            result.quarantined = _quarantine(con, table)
+            run_script(con, table_sql("load_window_end", table), {"batch": batch})
+            _finish_batch(con, table, batch, rows.num_rows)
+        result.landed_rows, result.rows = con.execute(
+            "SELECT coalesce(sum(landed_rows), 0), coalesce(sum(rows), 0) FROM load_log "
+            "WHERE table_name = ? AND batch = ?", [table, batch]).fetchall()[0]
+        result.copies_dropped = result.landed_rows - result.rows
+        result.days = {str(d): n for d, n in con.execute(
+            "SELECT day, rows FROM load_log WHERE table_name = ? AND batch = ? AND rows > 0",
+            [table, batch]).fetchall()}
+        if earlier:
+            # An earlier copy of a kept id came later: only when two sources read one stream.
+            # The days involved are recomputed from landing, as a backfill would.
+            days = sorted({str(d) for pair in earlier for d in pair})
+            result.add(rebuild_days(con, lake, kind, days))
+    else:
+        with transaction(con):
+            _finish_batch(con, table, batch, 0)
+    return result
+
+
+def _finish_batch(con: duckdb.DuckDBPyConnection, table: str, batch: int, rows: int) -> None:
+    con.execute("UPDATE load_batches SET state = 'done', rows = ? WHERE table_name = ? AND batch = ?",
+                [rows, table, batch])
+
+
+def _readable(con: duckdb.DuckDBPyConnection, table: str, files: list[tuple]) -> list[str]:
+    """The files DuckDB can read; one it cannot (corrupt, truncated, not UTF-8) is quarantined
+    with the error instead of blocking its day."""
+    paths = [f[0] for f in files]
+    if not paths:
+        return []
+    try:
+        con.execute("SELECT count(*) FROM landed(?)", [paths]).fetchall()
+        return paths
+    except duckdb.Error:
+        pass
+    good = []
+    for path, source, seq in files:
+        try:
+            con.execute("SELECT count(*) FROM landed(?)", [[path]]).fetchall()
+            good.append(path)
+        except duckdb.Error as exc:
+            con.execute(f"INSERT INTO {table}_quarantine VALUES (now(), ?, ?, ?, NULL, NULL, ?, NULL)",
+                        [source, seq, path, f"unreadable file: {exc}"[:2000]])
+    return good
+
+
+def _quarantine(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Move the staged rows that break the contract to the quarantine table."""
+    return con.execute(
+        f"INSERT INTO {table}_quarantine SELECT now(), source, window_seq, NULL, id, rtds_offset, "
+        "reason, raw::VARCHAR FROM stage WHERE reason IS NOT NULL").fetchall()[0][0]
+
+
+def recover(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str) -> None:
+    """Finish a load, rebuild or compaction that was planned but not recorded (a crash)."""
+    table = TABLES[kind]
+    for batch, mode, days in con.execute(
+            "SELECT batch, mode, days FROM load_batches WHERE table_name = ? AND state = 'planned' "
+            "ORDER BY batch", [table]).fetchall():
+        if mode == "window":
+            _load_batch(con, lake, kind, batch)
+        elif mode == "rebuild":
+            _rebuild_batch(con, lake, kind, batch, list(days))
+        else:
+            _compact_batch(con, lake, kind, batch, list(days)[0])
+
+
+# -- rebuilds (backfills) ------------------------------------------------------------------
+
+def rebuild_days(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, days: Sequence[str],
+                 batch_bytes: int = REBUILD_BYTES) -> LoadResult:
+    """Recompute these days from their committed landing files; idempotent, and the same rows
+    as the loads give. Pending windows are loaded first, so nothing is counted twice."""
+    table = TABLES[kind]
+    result = LoadResult(table)
+    result.add(load_pending(con, lake, kind))
+    files = day_files(con, kind, days)
+    for group in _groups(files, batch_bytes):
+        batch = _next_batch(con, table)
+        with transaction(con):
+            con.execute("INSERT INTO load_batches VALUES (?, ?, 'rebuild', ?, 'planned', now(), NULL)",
+                        [table, batch, group])
+        result.add(_rebuild_batch(con, lake, kind, batch, group))
+    return result
+
+
+def _groups(files: dict[str, list[tuple[str, int]]], limit: int) -> list[list[str]]:
     """Consecutive groups of days whose landed bytes stay under `limit` (one day at least)."""
     out: list[list[str]] = []
     size = 0
@@ -143,79 +341,166 @@ def batches(files: dict[str, list[tuple[str, int]]], limit: int) -> list[list[st
     return out
 
 
-def build_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str],
-               batch_bytes: int = BATCH_BYTES) -> list[DayBuild]:
-    """Replace these days of the kind's table. Each batch of days is one transaction; rebuilding
-    is idempotent, and the result does not depend on how days are grouped or ordered."""
+def _rebuild_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: int,
+                   days: list[str]) -> LoadResult:
     table = TABLES[kind]
-    files = day_files(con, kind, days)
-    builds = []
-    for group in batches(files, batch_bytes):
-        paths = [p for d in group for p, _ in files[d]]
-        dates = [dt.date.fromisoformat(d) for d in group]
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if paths:
-                params = {"files": paths, "days": dates}
-                run_script(con, table_sql("events_batch", table), params)
-                # DuckDB guesses read_parquet's row count from one file (thousands for millions
-                # of rows) and would build its hash tables on the wide landed rows: the joins
-                # are written with the small narrow tables on the build side; keep it so.
-                con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
-                try:
-                    for days_ in batches({d: files[d] for d in group}, INSERT_BYTES):
-                        con.execute(table_sql("events_day_insert", table),
-                                    {"files": [p for d in days_ for p, _ in files[d]]})
-                finally:
-                    con.execute("RESET disabled_optimizers")
-                run_script(con, table_sql("events_batch_end", table), params)
-                stats = {str(d): (landed, rows) for d, landed, rows in
-                         con.execute("SELECT day, landed_rows, rows FROM batch_stats").fetchall()}
-            else:
-                con.execute(f"DELETE FROM {table} WHERE list_contains(?, occurred_date)", [dates])
-                stats = {}
-            for d in group:
-                landed, rows = stats.get(d, (0, 0))
-                b = DayBuild(table, d, len(files[d]), landed, rows, landed - rows)
-                con.execute("INSERT INTO load_log VALUES (?, ?, now(), ?, ?, ?, ?, ?)",
-                            [table, d, b.files, b.landed_rows, b.rows, b.copies_dropped,
-                             fingerprint(files[d])])
-                builds.append(b)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    return builds
-
-
-def build_day(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> DayBuild:
-    return build_days(con, kind, [day])[0]
-
-
-def reconcile_days(con: duckdb.DuckDBPyConnection, kind: str,
-                   days: Sequence[str]) -> list[Reconciliation]:
-    table = TABLES[kind]
-    files = day_files(con, kind, days)
-    paths = [p for d in days for p, _ in files[d]]
+    delta = DeltaEvents(lake, table)
+    paths = _readable(con, table, [(p, None, None) for d, fs in day_files(con, kind, days).items()
+                                   for p, _ in fs])
     dates = [dt.date.fromisoformat(d) for d in days]
-    if not paths:
-        rows = dict(con.execute(f"SELECT occurred_date::VARCHAR, count(*) FROM {table} "
-                                "WHERE list_contains(?, occurred_date) GROUP BY 1", [dates]).fetchall())
-        return [Reconciliation(d, 0, rows.get(d, 0), 0, 0, rows.get(d, 0)) for d in days]
-    got = con.execute(table_sql("reconcile_days", table),
-                      {"files": paths, "days": dates}).fetchall()
-    return [Reconciliation(*r) for r in got]
+    params = {"files": paths, "days": dates}
+    if paths:
+        run_script(con, table_sql("events_batch", table), params)
+    else:  # no landed files left for these days: they become empty
+        run_script(con, "CREATE OR REPLACE TEMP TABLE batch_landed AS SELECT NULL::UHUGEINT AS k, "
+                   "NULL::VARCHAR AS id, NULL::DATE AS day LIMIT 0;\n"
+                   "CREATE OR REPLACE TEMP TABLE batch_final AS SELECT NULL::UHUGEINT AS k, "
+                   "NULL::VARCHAR AS id, NULL::UBIGINT AS pos, NULL::VARCHAR AS source, "
+                   "NULL::DATE AS day, NULL::INTEGER AS n LIMIT 0;\n"
+                   "CREATE OR REPLACE TEMP TABLE batch_beaten AS SELECT NULL::UHUGEINT AS k, "
+                   "NULL::VARCHAR AS id, NULL::DATE AS day LIMIT 0;")
+    beaten: dict[str, list[str]] = {}
+    for id_, day in con.execute("SELECT id, day FROM batch_beaten").fetchall():
+        beaten.setdefault(str(day), []).append(id_)
+    if delta.loaded_version(_app_id(table)) < batch:
+        if beaten:
+            delta.delete_ids(beaten)
+        reader = (con.sql(table_sql("rebuild_rows", table), params={"files": paths})
+                  .to_arrow_reader() if paths else _empty_rows(con))
+        delta.replace_days(reader, days, _app_id(table), batch)
+    with transaction(con):
+        run_script(con, table_sql("events_batch_end", table), {"days": dates, "batch": batch})
+        rows = con.execute("SELECT count(*) FROM batch_final").fetchall()[0][0]
+        _finish_batch(con, table, batch, rows)
+    landed = con.execute("SELECT count(*) FROM batch_landed").fetchall()[0][0]
+    per_day = {str(d): n for d, n in con.execute(
+        "SELECT day, count(*) FROM batch_final GROUP BY day").fetchall()}
+    return LoadResult(table, batches=[batch], landed_rows=landed, rows=rows,
+                      copies_dropped=landed - rows, days=per_day, rebuilt=list(days))
 
 
-def reconcile_day(con: duckdb.DuckDBPyConnection, kind: str, day: str) -> Reconciliation:
-    return reconcile_days(con, kind, [day])[0]
+def _empty_rows(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    return con.sql("SELECT * FROM events_columns").to_arrow_table()
 
 
-def duplicate_ids(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> list[tuple]:
-    return con.execute(table_sql("duplicate_ids", TABLES[kind]),
-                       {"days": [dt.date.fromisoformat(d) for d in days]}).fetchall()
+# -- compaction of settled days ------------------------------------------------------------
+
+def days_to_compact(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str,
+                    settle_hours: float, now: dt.datetime | None = None) -> list[str]:
+    """Days that ended at least `settle_hours` ago and hold more than one file or late copies."""
+    table = TABLES[kind]
+    now = now or dt.datetime.now(dt.UTC)
+    cutoff = (now - dt.timedelta(hours=settle_hours) - dt.timedelta(days=1)).date().isoformat()
+    counts = DeltaEvents(lake, table).file_counts()
+    late = {str(d) for (d,) in con.execute(
+        f"SELECT DISTINCT occurred_date FROM {table}_late_copies").fetchall()}
+    return sorted(d for d in set(counts) | late if d <= cutoff and (counts.get(d, 0) > 1 or d in late))
+
+
+def compact_days(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str,
+                 days: Sequence[str]) -> list[str]:
+    """Rewrite each day as sorted files with late copies folded in (one atomic commit a day)."""
+    table = TABLES[kind]
+    done = []
+    for day in days:
+        batch = _next_batch(con, table)
+        with transaction(con):
+            con.execute("INSERT INTO load_batches VALUES (?, ?, 'compact', ?, 'planned', now(), NULL)",
+                        [table, batch, [day]])
+        _compact_batch(con, lake, kind, batch, day)
+        done.append(day)
+    return done
+
+
+def _compact_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: int,
+                   day: str) -> None:
+    table = TABLES[kind]
+    delta = DeltaEvents(lake, table)
+    if delta.loaded_version(_app_id(table)) < batch:
+        files = [f for f in delta.files() if f"occurred_date={day}/" in f]
+        if files:
+            reader = con.sql(table_sql("compact_rows", table),
+                             params={"files": files, "day": dt.date.fromisoformat(day)}
+                             ).to_arrow_reader()
+            delta.replace_days(reader, [day], _app_id(table), batch)
+    with transaction(con):
+        con.execute(f"DELETE FROM {table}_late_copies WHERE occurred_date = ?",
+                    [dt.date.fromisoformat(day)])
+        con.execute("INSERT INTO load_log VALUES (?, ?, now(), ?, 'compact', 0, 0, 0)",
+                    [table, day, batch])
+        _finish_batch(con, table, batch, 0)
+
+
+# -- checks --------------------------------------------------------------------------------
+
+def check_batches(con: duckdb.DuckDBPyConnection, kind: str, batches: Sequence[int]) -> WindowCheck:
+    """Every good id the batches' windows landed is kept exactly once (by the index): O(load)."""
+    table = TABLES[kind]
+    files = [r[0] for b in batches for r in _batch_files(con, kind, b)]
+    if not files:
+        return WindowCheck(0, 0, 0)
+    got = con.execute(
+        f"WITH ids AS (SELECT DISTINCT k FROM landed(?) WHERE reason IS NULL), "
+        f"hits AS (SELECT ix.k, count(*) AS n FROM {table}_keys ix "
+        f"         WHERE ix.k IN (SELECT k FROM ids) GROUP BY ix.k) "
+        f"SELECT (SELECT count(*) FROM ids), "
+        f"       (SELECT count(*) FROM ids WHERE k NOT IN (SELECT k FROM hits)), "
+        f"       (SELECT count(*) FROM hits WHERE n > 1)", [files]).fetchall()[0]
+    return WindowCheck(*got)
+
+
+def full_check(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str) -> FullCheck:
+    """The whole table: ids unique, the index equal to the table, every landed id kept."""
+    table = TABLES[kind]
+    files = DeltaEvents(lake, table).files()
+    rows, distinct = con.execute(
+        "SELECT count(*), count(DISTINCT id) FROM read_parquet(?)", [files]).fetchall()[0] \
+        if files else (0, 0)
+    keys = con.execute(f"SELECT count(*) FROM {table}_keys").fetchall()[0][0]
+    landed = [p for d, fs in day_files(con, kind, landed_days(con, kind)).items() for p, _ in fs]
+    if landed:
+        landed_ids, missing = con.execute(
+            f"WITH ids AS (SELECT DISTINCT k FROM landed(?) WHERE reason IS NULL) "
+            f"SELECT count(*), count(*) FILTER (WHERE k NOT IN (SELECT k FROM {table}_keys)) "
+            f"FROM ids", [landed]).fetchall()[0]
+    else:
+        landed_ids, missing = 0, 0
+    return FullCheck(table, rows, distinct, keys, landed_ids, missing)
+
+
+def quarantined(con: duckdb.DuckDBPyConnection, kind: str) -> tuple[int, list[tuple]]:
+    table = TABLES[kind]
+    n = con.execute(f"SELECT count(*) FROM {table}_quarantine").fetchall()[0][0]
+    examples = con.execute(f"SELECT source, window_seq, coalesce(id, path), reason "
+                           f"FROM {table}_quarantine ORDER BY quarantined_at DESC LIMIT 5").fetchall()
+    return n, examples
 
 
 def dead_letters_near(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> int:
     """Dead letters in the windows that landed rows of these days (they have no date of their own)."""
     return con.execute(sql("dead_letters_near"), {"kind": kind, "days": list(days)}).fetchall()[0][0]
+
+
+# -- views ---------------------------------------------------------------------------------
+
+def view_sql(con: duckdb.DuckDBPyConnection, lake: Lake, table: str, late: str) -> str:
+    """The SELECT behind the `table` view: the Delta table's current files, or no rows yet."""
+    files = DeltaEvents(lake, table).files()
+    if not files:
+        return "SELECT * FROM events_columns"
+    listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    return sql("table_view").replace("{files}", listed).replace("{late}", late)
+
+
+def refresh_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """`events` / `compliance_events` views in the writer's file over the newest snapshots."""
+    for table in TABLES.values():
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS "
+                    f"{view_sql(con, lake, table, f'{table}_late_copies')}")
+
+
+def forget_tables(lake: Lake) -> None:
+    """Remove the lake's curated tables: the writer's state is new, so they are recomputed from
+    the landing zone (the source of truth) rather than trusted without their id index."""
+    for table in TABLES.values():
+        remove_tree(lake, "tables", table)

@@ -1,12 +1,13 @@
 """The DuckDB warehouse file: one writer at a time, readers never locked out.
 
-DuckDB allows one read-write process *or* many read-only ones per file, so a reader holding
-`warehouse.duckdb` open would block the pipeline, and the pipeline would block readers. We keep
-them apart: the pipeline writes a private copy (`.warehouse/writer.duckdb`, guarded by a lock
-file so only one writer runs even outside Dagster's pool), and after each successful write
-publishes a snapshot by copy + atomic rename onto `warehouse.duckdb`. A reader that has the old
-snapshot open keeps reading it; the next open sees the new one. No lock errors either way.
-The cost is one file copy per write (about 1 s per GB here); see BENCHMARKS.md.
+The event rows live in the lake as Delta tables (`warehouse/delta.py`); the pipeline's own state
+(the landing manifest, the id index, the marts) lives in a private DuckDB file,
+`.warehouse/<name>.duckdb`, guarded by a lock file so only one writer runs even outside
+Dagster's pool. After each successful write the pipeline publishes `warehouse.duckdb` for
+readers: a new small file holding views over the Delta tables' current files, the marts and the
+manifests, renamed atomically over the old one. Publishing never copies event data, so its cost
+does not grow with the number of events. A reader that has an old snapshot open keeps reading it
+(its files stay until `vacuum`'s retention has passed); the next open sees the new one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import shutil
 import time
 import uuid
@@ -26,6 +26,11 @@ import duckdb
 from rtds_pipeline.lake.storage import Lake
 
 SQL_DIR = Path(__file__).parent / "sql"
+LAYOUT = "2"  # events in Delta tables; bump when the writer's file must be started anew
+
+# The writer's tables that stay private: large (the id index) or bookkeeping only.
+PRIVATE = ("events_keys", "compliance_events_keys", "landing_files", "load_batches",
+           "warehouse_meta")
 
 
 def sql(name: str) -> str:
@@ -35,13 +40,25 @@ def sql(name: str) -> str:
 
 def run_script(con: duckdb.DuckDBPyConnection, script: str,
                params: dict[str, object] | None = None) -> None:
-    """Run a multi-statement SQL file, binding to each statement the `$name`s it uses."""
+    """Run a multi-statement SQL script statement by statement (DuckDB's own parser splits it),
+    binding to each statement the `$name`s it uses."""
     params = params or {}
-    for statement in re.split(r";\s*\n", script):
-        body = "\n".join(line for line in statement.splitlines()
-                         if not line.lstrip().startswith("--")).strip()
-        if body:
-            con.execute(body, {k: v for k, v in params.items() if f"${k}" in body})
+    for statement in con.extract_statements(script):
+        text = statement.query
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+        con.execute(text, {k: v for k, v in params.items() if f"${k}" in code})
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN … COMMIT, or ROLLBACK if the block raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 class WarehouseBusy(RuntimeError):
@@ -49,40 +66,86 @@ class WarehouseBusy(RuntimeError):
 
 
 class Warehouse:
-    def __init__(self, path: str | os.PathLike[str], *, memory_limit: str | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], lake: Lake, *,
+                 memory_limit: str | None = None, threads: int | None = None) -> None:
         self.path = Path(path).absolute()
+        self.lake = lake
         self.private_dir = self.path.parent / ".warehouse"
-        self.writer_path = self.private_dir / "writer.duckdb"
-        self.lock_path = self.private_dir / "writer.lock"
+        self.writer_path = self.private_dir / self.path.name  # the writer's state
+        self.lock_path = self.private_dir / f"{self.path.name}.lock"
         self.memory_limit = memory_limit
         self.threads = threads
 
     @contextlib.contextmanager
-    def writer(self, lake: Lake | None = None, *, wait_s: float = 600.0,
+    def writer(self, *, wait_s: float = 600.0,
                publish: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection to the private copy; publishes a snapshot on success."""
+        """A read-write connection to the writer's file; publishes a snapshot on success."""
+        from rtds_pipeline.warehouse import events
+
         self.private_dir.mkdir(parents=True, exist_ok=True)
         with _exclusive(self.lock_path, wait_s):
-            if not self.writer_path.exists() and self.path.exists():
-                shutil.copyfile(self.path, self.writer_path)  # adopt a published file
+            fresh = self._start_layout()
             con = duckdb.connect(str(self.writer_path), config=self._config())
             try:
-                if lake is not None and not lake.is_local:
-                    con.register_filesystem(lake.fs)
-                con.execute(sql("schema"))
+                if not self.lake.is_local:
+                    con.register_filesystem(self.lake.fs)
+                events.prepare(con)
+                if fresh:
+                    events.forget_tables(self.lake)
+                    con.execute("INSERT OR REPLACE INTO warehouse_meta VALUES ('layout', ?)", [LAYOUT])
+                events.refresh_views(con, self.lake)
                 yield con
+                events.refresh_views(con, self.lake)
                 con.execute("CHECKPOINT")
+                if publish:
+                    self._publish(con)
             finally:
                 con.close()
-            if publish:
-                self.publish()
 
-    def publish(self) -> None:
-        """Copy the writer's file to a temporary name beside the target, then rename it over."""
+    def _start_layout(self) -> bool:
+        """True when the writer's file starts empty. A file of an older layout is set aside
+        (`<name>.old-<time>`): the tables are recomputed from the landing zone."""
+        if self.writer_path.exists():
+            con = duckdb.connect(str(self.writer_path), read_only=True)
+            try:
+                layout = con.execute(
+                    "SELECT value FROM duckdb_tables() t, warehouse_meta m "
+                    "WHERE t.table_name = 'warehouse_meta' AND m.key = 'layout'").fetchall()
+            except duckdb.Error:
+                layout = []
+            finally:
+                con.close()
+            if layout and layout[0][0] == LAYOUT:
+                return False
+            os.replace(self.writer_path, self.writer_path.with_name(
+                f"{self.path.name}.old-{time.strftime('%Y%m%dT%H%M%S')}"))
+        return True
+
+    def _publish(self, con: duckdb.DuckDBPyConnection) -> None:
+        """A new file beside the target, renamed over it: views over the lake's tables, and the
+        writer's small tables (marts, manifests) copied."""
+        from rtds_pipeline.warehouse import events
+
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            shutil.copyfile(self.writer_path, tmp)
+            con.execute(f"ATTACH '{tmp}' AS publish (STORAGE_VERSION 'v1.2.0')")
+            try:
+                tables = [t for (t,) in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                    "AND schema_name = 'main' AND NOT temporary").fetchall() if t not in PRIVATE]
+                for table in tables:
+                    con.execute(f'CREATE TABLE publish."{table}" AS SELECT * FROM main."{table}"')
+            finally:
+                con.execute("DETACH publish")
+            pub = duckdb.connect(str(tmp))
+            try:
+                if not self.lake.is_local:
+                    pub.register_filesystem(self.lake.fs)
+                for table in events.TABLES.values():
+                    view = events.view_sql(pub, self.lake, table, f"{table}_late_copies")
+                    pub.execute(f"CREATE VIEW {table} AS {view}")
+            finally:
+                pub.close()
             os.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -93,11 +156,14 @@ class Warehouse:
             raise FileNotFoundError(
                 f"no warehouse at {self.path} yet: run the pipeline (`make run`) or materialize "
                 "the `events` asset first")
-        return duckdb.connect(str(self.path), read_only=True)
+        con = duckdb.connect(str(self.path), read_only=True)
+        if not self.lake.is_local:
+            con.register_filesystem(self.lake.fs)
+        return con
 
     def _config(self) -> dict[str, str | int]:
         # zstd for every column: measured 1.6x faster writes than DuckDB's default per-segment
-        # choice of compression on event rows (mostly the raw JSON), and 4.7x smaller than FSST.
+        # choice of compression on event rows, and 4.7x smaller than FSST.
         # Storage format of DuckDB 1.2: the analyst's own DuckDB client need not be 2.0 (the only
         # CLI on PyPI, duckdb-cli 1.5, cannot open a file in 2.0's format; same size and speed).
         config: dict[str, str | int] = {"force_compression": "zstd",
@@ -127,3 +193,11 @@ def _exclusive(path: Path, wait_s: float) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_tree(lake: Lake, *parts: str) -> None:
+    path = lake.path(*parts)
+    if lake.fs.exists(path):
+        lake.fs.rm(path, recursive=True)
+    if lake.is_local:
+        shutil.rmtree(path, ignore_errors=True)

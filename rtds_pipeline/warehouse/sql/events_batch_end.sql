@@ -1,13 +1,17 @@
--- End of a batch build (events_batch.sql): per-day counts for load_log, then clean up.
--- Parameter: $days (DATE[]).
-CREATE OR REPLACE TEMP TABLE batch_stats AS
-SELECT d.day,
-       (SELECT count(*) FROM batch_landed l WHERE l.day = d.day) AS landed_rows,
-       (SELECT count(*) FROM {table} e WHERE e.occurred_date = d.day) AS rows
-FROM unnest($days) AS d(day);
+-- Record rebuilt days (events_batch.sql) once their rows are in the Delta table.
+-- Parameters: $days (DATE[]), $batch.
+DELETE FROM {table}_keys
+WHERE list_contains($days, occurred_date)
+   OR (k, occurred_date) IN (SELECT k, day FROM batch_beaten);
+INSERT INTO {table}_keys SELECT k, day, pos, source FROM batch_final;
+DELETE FROM {table}_late_copies
+WHERE list_contains($days, occurred_date)
+   OR (id, occurred_date) IN (SELECT id, day FROM batch_beaten);
 
-DROP TABLE batch_landed;
-DROP TABLE batch_dups;
-DROP TABLE batch_elsewhere;
-DROP TABLE batch_drop;
-DROP MACRO copy_key;
+INSERT INTO load_log
+SELECT '{table}', d.day, now(), $batch, 'rebuild',
+       (SELECT count(*) FROM batch_landed l WHERE l.day = d.day),
+       (SELECT count(*) FROM batch_final f WHERE f.day = d.day),
+       (SELECT count(*) FROM batch_landed l WHERE l.day = d.day)
+         - (SELECT count(*) FROM batch_final f WHERE f.day = d.day)
+FROM unnest($days) AS d(day);

@@ -1,10 +1,14 @@
--- The warehouse's base tables. Applied (idempotently) every time the writer opens the file.
+-- The warehouse writer's own tables (data/.warehouse/writer.duckdb). Applied (idempotently)
+-- every time the writer opens the file. The event rows themselves live in the lake, as Delta
+-- tables (warehouse/delta.py); this file keeps what the loads need to stay O(window).
+
+CREATE TABLE IF NOT EXISTS warehouse_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
 -- Manifest of committed landing files, synced incrementally from the commit records in the
 -- lake (records are immutable, so only new window_seq values are read). Lineage for every row.
 CREATE TABLE IF NOT EXISTS landing_windows (
     source        VARCHAR NOT NULL,   -- source key (name, or name-p<i>of<n> for a PARTITION)
-    kind          VARCHAR NOT NULL,   -- events | compliance
+    kind          VARCHAR NOT NULL,   -- events | compliance: the table it feeds
     window_seq    BIGINT  NOT NULL,
     events        BIGINT,
     dead_letters  BIGINT,
@@ -12,7 +16,8 @@ CREATE TABLE IF NOT EXISTS landing_windows (
     resume_offset VARCHAR,
     max_processed TIMESTAMPTZ,        -- newest `processed` the window saw
     committed_at  TIMESTAMPTZ,
-    stop_reason   VARCHAR
+    stop_reason   VARCHAR,
+    load_batch    BIGINT              -- the load that put its rows in the table; NULL: pending
 );
 
 CREATE TABLE IF NOT EXISTS landing_files (
@@ -25,17 +30,42 @@ CREATE TABLE IF NOT EXISTS landing_files (
     bytes      BIGINT
 );
 
--- One row per event id, in occurred order within each day (ties: stream position).
--- Grain: event id. Partitioned (rebuilt) by occurred_date. See events_day.sql.
-CREATE TABLE IF NOT EXISTS events (
-    id                     VARCHAR NOT NULL,
-    type                   VARCHAR NOT NULL,
-    occurred               TIMESTAMPTZ NOT NULL,
+-- Every load of a table: `planned` before its Delta commit (which carries `batch` as its
+-- application transaction version), `done` once the keys below match. A planned batch found
+-- at start is redone with the same windows or days: exactly once in the Delta table.
+CREATE TABLE IF NOT EXISTS load_batches (
+    table_name VARCHAR NOT NULL,
+    batch      BIGINT  NOT NULL,
+    mode       VARCHAR NOT NULL,      -- window | rebuild | compact
+    days       VARCHAR[],             -- rebuild / compact: the days replaced
+    state      VARCHAR NOT NULL,      -- planned | done
+    started_at TIMESTAMPTZ,
+    rows       BIGINT                 -- rows written to the Delta table
+);
+
+-- What each load did per day, for checks and for people.
+CREATE TABLE IF NOT EXISTS load_log (
+    table_name       VARCHAR,
+    day              DATE,
+    built_at         TIMESTAMPTZ,
+    batch            BIGINT,
+    mode             VARCHAR,   -- window | rebuild | compact
+    landed_rows      BIGINT,    -- landed rows of the day read by this load
+    rows             BIGINT,    -- rows written for the day
+    copies_dropped   BIGINT     -- landed rows not written: later copies, or kept elsewhere
+);
+
+-- The columns of `events` / `compliance_events`, in order, with their types (no rows): the
+-- shape of the views when a table has no data yet. See delta.py for where the rows are.
+CREATE TABLE IF NOT EXISTS events_columns (
+    id                     VARCHAR,
+    type                   VARCHAR,
+    occurred               TIMESTAMPTZ,
     processed              TIMESTAMPTZ,
-    occurred_date          DATE NOT NULL,
-    rtds_offset            VARCHAR NOT NULL,  -- offset of the copy kept (the first delivered)
-    copies                 INTEGER NOT NULL,  -- copies the stream delivered into this day
-    source                 VARCHAR NOT NULL,
+    occurred_date          DATE,
+    rtds_offset            VARCHAR,  -- offset of the copy kept (the first delivered)
+    copies                 INTEGER,  -- copies the stream delivered into this day
+    source                 VARCHAR,
     device_type            VARCHAR,
     channel                VARCHAR,
     named_user_id          VARCHAR,
@@ -50,19 +80,5 @@ CREATE TABLE IF NOT EXISTS events (
     custom_event_value     DOUBLE,
     app_version            VARCHAR,
     country                VARCHAR,
-    raw                    JSON NOT NULL      -- the event exactly as Airship sent it
-);
-
-CREATE TABLE IF NOT EXISTS compliance_events AS SELECT * FROM events LIMIT 0;
-
--- What each day build did, for checks and for people.
-CREATE TABLE IF NOT EXISTS load_log (
-    table_name       VARCHAR,
-    day              DATE,
-    built_at         TIMESTAMPTZ,
-    files            BIGINT,
-    landed_rows      BIGINT,
-    rows             BIGINT,
-    copies_dropped   BIGINT,   -- landed rows not kept: later copies, or kept in another day
-    manifest         VARCHAR   -- fingerprint of the files read: unchanged → no rebuild needed
+    raw                    VARCHAR   -- the event exactly as Airship sent it (JSON text)
 );

@@ -1,0 +1,22 @@
+-- Stage a batch of committed windows of {table} (parameter $files: their landing files).
+-- Cost O(batch): the id index is probed with the batch's ids only.
+-- The kept copy of an id is the first the stream delivered: lowest offset, then source name
+-- (two sources reading one stream land the same offset twice). Copies are counted in the kept
+-- copy's day, so `copies` does not depend on how windows were grouped.
+
+CREATE OR REPLACE TEMP TABLE stage AS SELECT * FROM landed($files);
+
+-- Rows that break the contract go to quarantine (by the caller), the rest is deduplicated.
+CREATE OR REPLACE TEMP TABLE stage_keep AS
+SELECT k, id, pos, source, occurred_date AS day
+FROM stage WHERE reason IS NULL
+QUALIFY row_number() OVER (PARTITION BY k ORDER BY pos, source, window_seq, window_pos) = 1;
+
+CREATE OR REPLACE TEMP TABLE stage_probe AS
+SELECT x.k, x.id, x.pos, x.source, x.day, c.n,
+       ix.occurred_date AS kept_day, ix.pos AS kept_pos, ix.source AS kept_source
+FROM stage_keep x
+JOIN (SELECT s.k, count(*)::INTEGER AS n FROM stage s JOIN stage_keep x
+        ON x.k = s.k AND x.day = s.occurred_date
+      WHERE s.reason IS NULL GROUP BY s.k) c ON c.k = x.k
+LEFT JOIN {table}_keys ix ON ix.k = x.k;

@@ -1,0 +1,16 @@
+-- Record a staged batch (load_window.sql) once its rows are in the Delta table: the new keys,
+-- copies of ids already kept in the same day. Parameter: $batch.
+INSERT INTO {table}_keys
+SELECT k, day, pos, source FROM stage_probe WHERE kept_day IS NULL;
+
+INSERT INTO {table}_late_copies
+SELECT id, day, n FROM stage_probe
+WHERE kept_day = day AND (kept_pos, kept_source) < (pos, source);
+
+INSERT INTO load_log
+SELECT '{table}', s.occurred_date, now(), $batch, 'window', count(*),
+       count(*) FILTER (WHERE p.kept_day IS NULL AND s.pos = p.pos AND s.source = p.source),
+       count(*) FILTER (WHERE NOT (p.kept_day IS NULL AND s.pos = p.pos AND s.source = p.source))
+FROM stage s LEFT JOIN stage_probe p ON p.k = s.k
+WHERE s.reason IS NULL
+GROUP BY s.occurred_date;
