@@ -21,7 +21,7 @@ from dagster._core.storage.tags import (
 )
 
 from rtds_pipeline.defs import build_definitions
-from rtds_pipeline.defs.assets import REBUILD_TAG, WAREHOUSE_POOL
+from rtds_pipeline.defs.assets import WAREHOUSE_POOL
 from rtds_pipeline.lake.commits import CommitLog
 from rtds_pipeline.settings import load_settings
 from rtds_pipeline.testserver.config import Fault
@@ -44,9 +44,13 @@ def tick(defs, instance, name="rtds_events", cursor=None):
 
 def execute(defs, instance, request):
     """Run what a RunRequest asks for, in process, on the same instance."""
-    result = dg.materialize(
-        [defs.get_assets_def(k) for k in request.asset_selection], instance=instance,
-        tags=request.tags, resources=defs.resources)
+    if request.job_name:
+        result = defs.get_job_def(request.job_name).execute_in_process(
+            instance=instance, tags=request.tags)
+    else:
+        result = dg.materialize(
+            [defs.get_assets_def(k) for k in request.asset_selection], instance=instance,
+            tags=request.tags, resources=defs.resources)
     assert result.success
     return result
 
@@ -72,10 +76,13 @@ def test_definitions_load_without_network(monkeypatch):
     assert {s.name for s in defs.sensors} == {"rtds_events", "rtds_compliance", "rtds_marts"}
     events = defs.get_assets_def("events")
     assert events.backfill_policy == dg.BackfillPolicy.single_run()
-    assert all(spec.pool == WAREHOUSE_POOL for spec in events.node_def.pools and [events.node_def])
+    # Every writer of the warehouse waits for the one pool slot.
+    writers = [events.node_def, *(defs.get_job_def(j).nodes[0].definition for j in (
+        "load_events", "load_compliance_events", "events_maintenance"))]
+    assert [w.pool for w in writers] == [WAREHOUSE_POOL] * 4
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
-    assert checks == {"unique_id", "reconciliation", "dead_letters", "stream_lag", "grain_unique",
-                      "consistent"}
+    assert checks == {"unique_id", "reconciliation", "dead_letters", "quarantine", "stream_lag",
+                      "grain_unique", "consistent"}
 
 
 def test_one_sensor_per_partition_reader(tmp_path):
@@ -99,8 +106,7 @@ def test_sensor_ticks_first_nothing_new_and_wiped_instance(fresh_server, tmp_pat
         commit = CommitLog(defs.resources["rtds"].lake(), "events").latest()
         assert json.loads(first.cursor)["resume_offset"] == commit.resume_offset
         [request] = first.run_requests
-        assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == commit.days[0]
-        assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == commit.days[-1]
+        assert request.job_name == "load_events" and request.run_key == "events/w1"
         [lag] = [e for e in first.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
         assert lag.passed and lag.metadata["lag_seconds"].value == 0.0  # caught up
 
@@ -115,16 +121,34 @@ def test_sensor_ticks_first_nothing_new_and_wiped_instance(fresh_server, tmp_pat
         assert [r.run_key for r in more.run_requests] == ["events/w2"]
 
     # A wiped instance has no cursor: the sensor resumes from the lake (nothing is read twice)
-    # and requests every committed day once.
+    # and requests a load, which loads whatever the warehouse has not loaded.
     with dg.instance_for_test() as wiped:
         again = tick(defs, wiped)
         assert json.loads(again.cursor)["window_seq"] == 2
         assert not [e for e in again.asset_events if isinstance(e, dg.AssetMaterialization)]
-        days = sorted({d for c in CommitLog(defs.resources["rtds"].lake(), "events").all()
-                       for d in c.days})
         [request] = again.run_requests
-        assert (request.tags[ASSET_PARTITION_RANGE_START_TAG],
-                request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (days[0], days[-1])
+        assert request.job_name == "load_events"
+
+
+def test_load_runs_do_not_pile_up_and_report_only_changed_days(fresh_server, tmp_path):
+    srv = fresh_server(backlog=3000)
+    defs = build_definitions(settings_for(srv, tmp_path))
+    with dg.instance_for_test() as instance:
+        first = tick(defs, instance)
+        [request] = first.run_requests
+        # A queued load run loads every pending window when it starts: no second request.
+        run = instance.create_run_for_job(defs.get_job_def("load_events"),
+                                          status=dg.DagsterRunStatus.NOT_STARTED)
+        srv.generate(300)
+        second = tick(defs, instance, cursor=first.cursor)
+        assert json.loads(second.cursor)["window_seq"] == 2 and not second.run_requests
+        instance.delete_run(run.run_id)
+        result = execute(defs, instance, request)
+        # Both windows loaded by one run; one materialization per day they touched, no more.
+        lake = defs.resources["rtds"].lake()
+        touched = {d for c in CommitLog(lake, "events").all() for d in c.days}
+        days = {m.partition for m in result.asset_materializations_for_node("load_events_windows")}
+        assert days == touched
 
 
 def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_server, tmp_path):
@@ -180,14 +204,15 @@ def test_range_backfill_equals_the_incremental_path(fresh_server, tmp_path):
                 srv.generate(700)
         days = sorted({d for c in CommitLog(defs.resources["rtds"].lake(), "events").all()
                        for d in c.days})
-    # The same lake, rebuilt from scratch into a new warehouse by one range run (as the UI's
+    # The same landing, rebuilt from scratch into a new warehouse by one range run (as the UI's
     # "materialize partition range" or `dagster asset materialize --partition-range` does).
-    backfill = settings_for(srv, tmp_path / "inc", RTDS_WAREHOUSE=str(tmp_path / "backfill.duckdb"))
+    shutil.copytree(tmp_path / "inc" / "lake", tmp_path / "bf" / "lake",
+                    ignore=shutil.ignore_patterns("tables"))
+    backfill = settings_for(srv, tmp_path / "bf")
     bdefs = build_definitions(backfill)
     with dg.instance_for_test() as instance:
         request = dg.RunRequest(asset_selection=[dg.AssetKey("events")], tags={
             ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]})
-        assert REBUILD_TAG not in request.tags  # a backfill rebuilds every day in its range
         result = execute(bdefs, instance, request)
         assert len(result.get_asset_materialization_events()) == len(
             bdefs.get_assets_def("events").partitions_def.get_partition_keys_in_range(

@@ -1,21 +1,30 @@
-"""Assets: one landing asset per source (materialized by its sensor) and the day-partitioned
-`events` / `compliance_events` tables built from them, with their checks."""
+"""Assets and jobs of the curated tables: `events` / `compliance_events`, day-partitioned Delta
+tables in the lake.
+
+- The **load job** (`load_<table>`), requested by the source sensors after a commit: loads every
+  committed window not loaded yet (one run catches up however many windows are pending) and
+  reports a materialization for each day partition it changed, nothing else.
+- The **asset** itself, materialized for a range of days (UI or CLI backfills): rebuilds those
+  days from the landing zone; the same rows as the loads.
+- The **maintenance job** (`<table>_maintenance`, hourly): compacts settled days, vacuums old
+  files, and checks the whole table against the whole landing zone.
+"""
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
-from dagster import AssetExecutionContext
+from dagster import AssetExecutionContext, OpExecutionContext
 
 from rtds_pipeline.defs.resources import RtdsResource
 from rtds_pipeline.settings import Settings, SourceConfig
 from rtds_pipeline.warehouse import events as wh
+from rtds_pipeline.warehouse.delta import DeltaEvents
 
 WAREHOUSE_POOL = "duckdb_warehouse"  # one writer at a time (dagster_home/dagster.yaml)
 TABLE_TAG = "rtds/table"
-# Sensor runs cover the range of days a window touched and rebuild only the days whose committed
-# files changed; runs without the tag (UI or CLI backfills) rebuild every day they target.
-REBUILD_TAG, REBUILD_CHANGED = "rtds/rebuild", "changed"
+SETTLE_HOURS = 3  # a day is compacted this long after it ended (late events still come later)
+VACUUM_HOURS = 24  # files a snapshot used stay this long: readers holding it keep working
 
 
 def landing_key(source: SourceConfig) -> dg.AssetKey:
@@ -38,68 +47,157 @@ def landing_spec(source: SourceConfig) -> dg.AssetSpec:
         metadata={"source": source.key, "endpoint": endpoint})
 
 
+def _check_specs(table: str) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec("unique_id", asset=table, blocking=True,
+                          description="Every id landed (by the loaded windows, the rebuilt days, "
+                                      "or — in the maintenance job — the whole landing zone) is "
+                                      "kept exactly once."),
+        dg.AssetCheckSpec("reconciliation", asset=table, blocking=True,
+                          description="No landed id is missing from the table; the maintenance "
+                                      "job also checks rows = distinct ids = index keys = landed ids."),
+        dg.AssetCheckSpec("dead_letters", asset=table,
+                          description="Unparseable lines in the windows that landed these days."),
+        dg.AssetCheckSpec("quarantine", asset=table,
+                          description="Committed rows or files that break the table's contract "
+                                      "(kept in <table>_quarantine, not loaded)."),
+    ]
+
+
+def _checks(table: str, kind: str, con, check: wh.WindowCheck, days: Sequence[str]
+            ) -> list[dg.AssetCheckEvaluation]:
+    dead = wh.dead_letters_near(con, kind, days) if days else 0
+    quarantined, examples = wh.quarantined(con, kind)
+    key = dg.AssetKey(table)
+    return [
+        dg.AssetCheckEvaluation(asset_key=key, check_name="unique_id", passed=check.duplicated == 0,
+                                metadata={"ids_checked": check.landed_ids,
+                                          "duplicated_ids": check.duplicated}),
+        dg.AssetCheckEvaluation(asset_key=key, check_name="reconciliation", passed=check.missing == 0,
+                                metadata={"ids_checked": check.landed_ids, "missing": check.missing}),
+        dg.AssetCheckEvaluation(
+            asset_key=key, check_name="dead_letters", passed=dead == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"dead_letters": dead,
+                      "where": "dead_letter/source=<source>/ in the lake (raw bytes, error, position)"}),
+        dg.AssetCheckEvaluation(
+            asset_key=key, check_name="quarantine", passed=quarantined == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"quarantined": quarantined,
+                      "examples": dg.MetadataValue.json([list(map(str, e)) for e in examples]),
+                      "where": f"table {table}_quarantine in the warehouse"}),
+    ]
+
+
+def _day_metadata(result: wh.LoadResult, day: str) -> dict[str, object]:
+    return {"rows_added": result.days.get(day, 0), "dagster/row_count": result.days.get(day, 0),
+            "load_batches": dg.MetadataValue.json(result.batches)}
+
+
 def day_table_asset(kind: str, sources: Sequence[SourceConfig],
                     partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     table = wh.TABLES[kind]
 
     @dg.asset(
-        name=table, group_name="warehouse", kinds={"duckdb"}, partitions_def=partitions,
+        name=table, group_name="warehouse", kinds={"delta", "duckdb"}, partitions_def=partitions,
         deps=[landing_key(s) for s in sources], pool=WAREHOUSE_POOL,
         backfill_policy=dg.BackfillPolicy.single_run(), tags={TABLE_TAG: table},
-        check_specs=[
-            dg.AssetCheckSpec("unique_id", asset=table, blocking=True,
-                              description="No event id appears twice in the whole table."),
-            dg.AssetCheckSpec("reconciliation", asset=table, blocking=True,
-                              description="Unique ids landed for the day = rows of the day "
-                                          "(+ ids whose first copy lives in another day)."),
-            dg.AssetCheckSpec("dead_letters", asset=table,
-                              description="Unparseable lines in the windows that landed the day."),
-        ],
+        check_specs=_check_specs(table),
         description=(f"One row per event id, by `occurred` day (UTC), from the committed landing "
-                     f"files of {', '.join(s.key for s in sources)}: deduplicated across all copies, "
-                     "ordered by occurred then stream position, typed envelope and body columns, "
-                     "the original JSON in `raw`. Rebuilding a day is idempotent."),
+                     f"files of {', '.join(s.key for s in sources)}: deduplicated across all copies "
+                     "(the first delivered is kept), typed envelope and body columns, the original "
+                     "JSON in `raw`. A Delta table in the lake (`tables/" + table + "`), a view in "
+                     "warehouse.duckdb. New windows are loaded by the job `load_" + table + "`; "
+                     "materializing days here rebuilds them from the landing zone (backfill)."),
     )
     def _asset(context: AssetExecutionContext, rtds: RtdsResource) -> Iterator[object]:
-        changed_only = context.run.tags.get(REBUILD_TAG) == REBUILD_CHANGED
-        asked = list(context.partition_keys)
+        days = list(context.partition_keys)
         lake = rtds.lake()
-        with rtds.warehouse().writer(lake) as con:
+        with rtds.warehouse().writer() as con:
             wh.sync_manifest(con, lake, sources)
-            skip = wh.current_days(con, kind, asked) if changed_only else set()
-            days = [d for d in asked if d not in skip]
-            builds = wh.build_days(con, kind, days)
-            dups = wh.duplicate_ids(con, kind, days) if days else []
-            recs = wh.reconcile_days(con, kind, days) if days else []
-            dead = wh.dead_letters_near(con, kind, days) if days else 0
-            total = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-        for b in builds:
-            if b.landed_rows:
-                context.log.info(f"{table} {b.day}: {b.rows} rows from {b.landed_rows} landed in "
-                                 f"{b.files} files ({b.copies_dropped} copies dropped)")
+            result = wh.rebuild_days(con, lake, kind, days)
+            check = wh.check_days(con, kind, days)
+            checks = _checks(table, kind, con, check, days)
+        context.log.info(f"{table}: rebuilt {len(days)} day(s), {result.rows} rows from "
+                         f"{result.landed_rows} landed ({result.copies_dropped} copies dropped)")
         yield dg.MaterializeResult(metadata={
-            "days_rebuilt": len(days), "days_already_current": len(skip),
-            "rows": sum(b.rows for b in builds),
-            "landed_rows": sum(b.landed_rows for b in builds),
-            "files": sum(b.files for b in builds),
-            "copies_dropped": sum(b.copies_dropped for b in builds),
-            "table_rows": total, "dagster/row_count": sum(b.rows for b in builds),
-        })
-        yield dg.AssetCheckResult(
-            check_name="unique_id", passed=not dups,
-            metadata={"duplicated_ids": len(dups), "examples": str([r[0] for r in dups[:5]])})
-        off = [r.day for r in recs if not r.ok]
-        yield dg.AssetCheckResult(
-            check_name="reconciliation", passed=not off,
-            metadata={"landed_unique": sum(r.landed_unique for r in recs),
-                      "rows": sum(r.rows for r in recs),
-                      "kept_elsewhere": sum(r.kept_elsewhere for r in recs),
-                      "missing": sum(r.missing for r in recs),
-                      "not_landed": sum(r.not_landed for r in recs),
-                      "days_off": str(off[:20])})
-        yield dg.AssetCheckResult(
-            check_name="dead_letters", passed=dead == 0, severity=dg.AssetCheckSeverity.WARN,
-            metadata={"dead_letters": dead,
-                      "where": "dead_letter/source=<source>/ in the lake (raw bytes, error, position)"})
+            "days_rebuilt": len(days), "rows": result.rows, "landed_rows": result.landed_rows,
+            "copies_dropped": result.copies_dropped, "dagster/row_count": result.rows})
+        for ev in checks:
+            yield dg.AssetCheckResult(check_name=ev.check_name, passed=ev.passed,
+                                      severity=ev.severity, metadata=ev.metadata)
 
     return _asset
+
+
+def load_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinition:
+    """Loads the committed windows not loaded yet into the table, O(those windows)."""
+    table = wh.TABLES[kind]
+
+    @dg.op(name=f"load_{table}_windows", pool=WAREHOUSE_POOL,
+           description=f"Load the committed landing windows not loaded yet into `{table}`.")
+    def _load(context: OpExecutionContext, rtds: RtdsResource) -> None:
+        lake = rtds.lake()
+        with rtds.warehouse().writer() as con:
+            wh.sync_manifest(con, lake, sources)
+            result = wh.load_pending(con, lake, kind)
+            check = wh.check_batches(con, kind, result.batches)
+            checks = _checks(table, kind, con, check, sorted(result.days))
+        context.log.info(f"{table}: {result.windows} window(s), {result.rows} new rows in "
+                         f"{len(result.days)} day(s), {result.copies_dropped} copies dropped, "
+                         f"{result.quarantined} quarantined")
+        for day in sorted({*result.days, *result.rebuilt}):
+            context.log_event(dg.AssetMaterialization(
+                asset_key=table, partition=day, metadata=_day_metadata(result, day)))
+        for ev in checks:
+            context.log_event(ev)
+
+    @dg.job(name=f"load_{table}", tags={TABLE_TAG: table},
+            description=f"Loads new committed windows into `{table}` (requested by the source "
+                        "sensors; one run catches up every pending window).")
+    def _job() -> None:
+        _load()
+
+    return _job
+
+
+def maintenance_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinition:
+    """Whole-history work, apart from the loads: compaction, vacuum, full checks."""
+    table = wh.TABLES[kind]
+
+    @dg.op(name=f"{table}_maintenance_op", pool=WAREHOUSE_POOL)
+    def _maintain(context: OpExecutionContext, rtds: RtdsResource) -> None:
+        lake = rtds.lake()
+        with rtds.warehouse().writer() as con:
+            wh.sync_manifest(con, lake, sources)
+            wh.load_pending(con, lake, kind)
+            days = wh.days_to_compact(con, lake, kind, SETTLE_HOURS)
+            wh.compact_days(con, lake, kind, days)
+            full = wh.full_check(con, lake, kind)
+        removed = DeltaEvents(lake, table).vacuum(VACUUM_HOURS)
+        context.log.info(f"{table}: compacted {len(days)} settled day(s), vacuumed "
+                         f"{len(removed)} file(s); full check {'ok' if full.ok else 'FAILED'}")
+        for day in days:
+            context.log_event(dg.AssetMaterialization(
+                asset_key=table, partition=day, metadata={"compacted": True}))
+        key = dg.AssetKey(table)
+        context.log_event(dg.AssetCheckEvaluation(
+            asset_key=key, check_name="unique_id", passed=full.rows == full.distinct_ids,
+            metadata={"scope": "whole table", "rows": full.rows, "distinct_ids": full.distinct_ids}))
+        context.log_event(dg.AssetCheckEvaluation(
+            asset_key=key, check_name="reconciliation", passed=full.ok,
+            metadata={"scope": "whole table", "rows": full.rows, "index_keys": full.index_keys,
+                      "landed_ids": full.landed_ids, "missing": full.missing}))
+
+    @dg.job(name=f"{table}_maintenance", tags={TABLE_TAG: table},
+            description=f"Compacts settled days of `{table}` (sorted by occurred, one file a "
+                        f"day), vacuums files older than {VACUUM_HOURS} h, checks the whole table.")
+    def _job() -> None:
+        _maintain()
+
+    return _job
+
+
+def maintenance_schedule(job: dg.JobDefinition) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(job=job, cron_schedule="17 * * * *",
+                                 default_status=dg.DefaultScheduleStatus.RUNNING)

@@ -16,4 +16,4 @@ class RtdsResource(dg.ConfigurableResource):
         return open_lake(self.lake_url)
 
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.warehouse_path, memory_limit=self.duckdb_memory_limit)
+        return Warehouse(self.warehouse_path, self.lake(), memory_limit=self.duckdb_memory_limit)

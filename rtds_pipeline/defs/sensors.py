@@ -1,10 +1,10 @@
 """One sensor per source (and PARTITION subset): each tick reads and commits one bounded window,
-reports it as a landing materialization, and requests runs for the day partitions it touched.
+reports it as a landing materialization, and requests a run of its table's load job.
 
-The lake's commit log is the truth; the cursor only mirrors it. Run requests are derived from
-the commits the cursor has not seen yet, so a tick that failed after committing (Dagster drops
-its cursor) has its days requested by the next one, and a wiped instance (no cursor) requests
-every committed day once.
+The lake's commit log is the truth; the cursor only mirrors it. A load run loads every committed
+window the warehouse has not loaded (its own manifest says which), so a tick that failed after
+committing (Dagster drops its cursor) loses nothing, and runs never pile up: a tick requests none
+while one is still queued.
 """
 
 import json
@@ -12,18 +12,13 @@ import time
 
 import dagster as dg
 from dagster import SensorEvaluationContext
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
-from rtds_pipeline.defs.assets import REBUILD_CHANGED, REBUILD_TAG, TABLE_TAG, landing_key
+from rtds_pipeline.defs.assets import landing_key
 from rtds_pipeline.defs.resources import RtdsResource
 from rtds_pipeline.ingest import ingest_window, limits_from
 from rtds_pipeline.lake.commits import Commit, CommitLog
 from rtds_pipeline.rtds.timestamps import parse_iso_ms
 from rtds_pipeline.settings import Settings, SourceConfig
-from rtds_pipeline.warehouse.events import TABLES
 
 SENSOR_WINDOW_CAP_S = 30.0  # well under Dagster's 60 s sensor evaluation limit
 RETENTION_S = 7 * 86400  # RTDS replays at most 7 days: a reader further behind loses data
@@ -76,33 +71,23 @@ def _landing_metadata(commit: Commit, lag_s: float | None, seconds: float) -> di
     }
 
 
-def _queued_run_covers(instance: dg.DagsterInstance, table: str, first: str, last: str) -> bool:
-    """A run not started yet reads the manifest when it starts, so it will see this commit too."""
-    for run in instance.get_runs(filters=dg.RunsFilter(
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
-            tags={TABLE_TAG: table, REBUILD_TAG: REBUILD_CHANGED})):
-        lo = run.tags.get(ASSET_PARTITION_RANGE_START_TAG, "")
-        hi = run.tags.get(ASSET_PARTITION_RANGE_END_TAG, "")
-        if lo <= first and last <= hi:
-            return True
-    return False
+def _load_queued(instance: dg.DagsterInstance, job_name: str) -> bool:
+    """A load run not started yet loads every pending window when it starts: one is enough."""
+    return bool(instance.get_run_ids(filters=dg.RunsFilter(
+        job_name=job_name, statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]),
+        limit=1))
 
 
 def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, settings: Settings,
-                  rtds: RtdsResource, partitions: dg.PartitionsDefinition,
-                  target: dg.AssetKey) -> dg.SensorResult:
+                  rtds: RtdsResource, load_job: str) -> dg.SensorResult:
     lake = rtds.lake()
-    table = TABLES[source.kind]
     limits = limits_from(settings, max_seconds=min(settings.window_seconds, SENSOR_WINDOW_CAP_S),
                          stop_when_caught_up=True)
     outcome = ingest_window(source, lake, limits)  # raises on 401/403/400 after committing
     stats = outcome.stats
     log = CommitLog(lake, source.key)
-    mirrored = json.loads(context.cursor)["window_seq"] if context.cursor else None
-    if mirrored is None:
-        context.log.info(f"no cursor for {source.key}: resuming from the lake's commit log and "
-                         "requesting every committed day once")
-    new = [log.read(s) for s in log.sequences() if mirrored is None or s > mirrored]
+    mirrored = json.loads(context.cursor)["window_seq"] if context.cursor else 0
+    new = log.since(mirrored) if mirrored else []
     latest = new[-1] if new else log.latest()
 
     caught_up = stats.stop_reason.startswith("caught up")
@@ -115,21 +100,12 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
             metadata=_landing_metadata(outcome.commit, lag_s, outcome.seconds)))
     events.append(stream_lag_evaluation(source, lag_s))
 
-    valid = set(partitions.get_partition_keys())
-    days = sorted({d for c in new for d in c.days})
-    outside = [d for d in days if d not in valid]
-    if outside:
-        context.log.warning(f"{len(outside)} day(s) landed outside the partitions "
-                            f"({outside[:5]}…): set RTDS_FIRST_DAY earlier to build them")
-    days = [d for d in days if d in valid]
     requests = []
-    if days and not _queued_run_covers(context.instance, table, days[0], days[-1]):
-        # One run for the range the commits touched (late days included); it rebuilds only the
-        # days whose committed files changed. The run key makes a re-evaluated tick harmless.
-        requests.append(dg.RunRequest(
-            run_key=f"{source.key}/w{latest.window_seq}", asset_selection=[target],
-            tags={TABLE_TAG: table, REBUILD_TAG: REBUILD_CHANGED,
-                  ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}))
+    committed = latest is not None and latest.window_seq != mirrored
+    if committed and not _load_queued(context.instance, load_job):
+        # The run key makes a re-evaluated tick harmless.
+        requests.append(dg.RunRequest(run_key=f"{source.key}/w{latest.window_seq}",
+                                      job_name=load_job))
     cursor = json.dumps({"window_seq": latest.window_seq, "resume_offset": latest.resume_offset}
                         if latest else {"window_seq": 0, "resume_offset": None})
     skip = None if requests or outcome.commit else f"nothing new ({stats.stop_reason})"
@@ -137,14 +113,14 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
                            skip_reason=skip)
 
 
-def source_sensor(source: SourceConfig, settings: Settings, partitions: dg.PartitionsDefinition,
-                  target: dg.AssetKey) -> dg.SensorDefinition:
+def source_sensor(source: SourceConfig, settings: Settings,
+                  load_job: dg.JobDefinition) -> dg.SensorDefinition:
     @dg.sensor(name=sensor_name(source), minimum_interval_seconds=settings.tick_seconds,
-               asset_selection=[target],
+               job=load_job,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description=f"Reads one bounded window of `{source.key}` per tick and commits it "
-                           "to the lake; requests the day partitions it touched.")
+                           "to the lake; requests a load of what it committed.")
     def _sensor(context: SensorEvaluationContext, rtds: RtdsResource) -> dg.SensorResult:
-        return evaluate_tick(context, source, settings, rtds, partitions, target)
+        return evaluate_tick(context, source, settings, rtds, load_job.name)
 
     return _sensor

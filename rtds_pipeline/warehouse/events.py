@@ -134,13 +134,20 @@ def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
             "bytes": pa.array([f.bytes for _, f in files], pa.int64())})
         replaced = [lake.url_of(p) for c in new for p in getattr(c, "replaces", None) or ()]
         # One transaction: a window recorded without its files would never be read again.
-        with transaction(con):
-            con.execute("INSERT INTO landing_windows SELECT source, kind, window_seq, events, "
-                        "dead_letters, first_offset, resume_offset, max_processed::TIMESTAMPTZ, "
-                        "committed_at, stop_reason, load_batch FROM windows")
-            con.execute("INSERT INTO landing_files SELECT * FROM manifest")
-            if replaced:
-                con.execute("DELETE FROM landing_files WHERE list_contains(?, path)", [replaced])
+        con.register("new_windows", windows)
+        con.register("new_files", manifest)
+        try:
+            with transaction(con):
+                con.execute("INSERT INTO landing_windows SELECT source, kind, window_seq, events, "
+                            "dead_letters, first_offset, resume_offset, "
+                            "max_processed::TIMESTAMPTZ, committed_at, stop_reason, load_batch "
+                            "FROM new_windows")
+                con.execute("INSERT INTO landing_files SELECT * FROM new_files")
+                if replaced:
+                    con.execute("DELETE FROM landing_files WHERE list_contains(?, path)", [replaced])
+        finally:
+            con.unregister("new_windows")
+            con.unregister("new_files")
         added += len(new)
     return added
 
@@ -434,9 +441,17 @@ def _compact_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch:
 # -- checks --------------------------------------------------------------------------------
 
 def check_batches(con: duckdb.DuckDBPyConnection, kind: str, batches: Sequence[int]) -> WindowCheck:
-    """Every good id the batches' windows landed is kept exactly once (by the index): O(load)."""
+    """Every good id the loaded windows landed is kept exactly once: O(load)."""
+    return check_files(con, kind, [r[0] for b in batches for r in _batch_files(con, kind, b)])
+
+
+def check_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> WindowCheck:
+    """Every good id landed for these days is kept exactly once: O(those days)."""
+    return check_files(con, kind, [p for fs in day_files(con, kind, days).values() for p, _ in fs])
+
+
+def check_files(con: duckdb.DuckDBPyConnection, kind: str, files: Sequence[str]) -> WindowCheck:
     table = TABLES[kind]
-    files = [r[0] for b in batches for r in _batch_files(con, kind, b)]
     if not files:
         return WindowCheck(0, 0, 0)
     got = con.execute(
@@ -445,7 +460,7 @@ def check_batches(con: duckdb.DuckDBPyConnection, kind: str, batches: Sequence[i
         f"         WHERE ix.k IN (SELECT k FROM ids) GROUP BY ix.k) "
         f"SELECT (SELECT count(*) FROM ids), "
         f"       (SELECT count(*) FROM ids WHERE k NOT IN (SELECT k FROM hits)), "
-        f"       (SELECT count(*) FROM hits WHERE n > 1)", [files]).fetchall()[0]
+        f"       (SELECT count(*) FROM hits WHERE n > 1)", [list(files)]).fetchall()[0]
     return WindowCheck(*got)
 
 
