@@ -84,15 +84,15 @@ class Warehouse:
 
         self.private_dir.mkdir(parents=True, exist_ok=True)
         with _exclusive(self.lock_path, wait_s):
-            fresh = self._start_layout()
-            con = duckdb.connect(str(self.writer_path), config=self._config())
+            con = self._connect()
             try:
                 if not self.lake.is_local:
                     con.register_filesystem(self.lake.fs)
                 events.prepare(con)
-                if fresh:
+                if con.execute("SELECT count(*) FROM warehouse_meta").fetchall()[0][0] == 0:
+                    # A new state: tables the lake may hold are not trusted without their index.
                     events.forget_tables(self.lake)
-                    con.execute("INSERT OR REPLACE INTO warehouse_meta VALUES ('layout', ?)", [LAYOUT])
+                    con.execute("INSERT INTO warehouse_meta VALUES ('layout', ?)", [LAYOUT])
                 events.refresh_views(con, self.lake)
                 yield con
                 events.refresh_views(con, self.lake)
@@ -102,24 +102,21 @@ class Warehouse:
             finally:
                 con.close()
 
-    def _start_layout(self) -> bool:
-        """True when the writer's file starts empty. A file of an older layout is set aside
-        (`<name>.old-<time>`): the tables are recomputed from the landing zone."""
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        """The writer's file. One of an older layout (events as DuckDB tables) is set aside as
+        `<name>.old-<time>` and a new one started: the tables are recomputed from the landing."""
         if self.writer_path.exists():
-            con = duckdb.connect(str(self.writer_path), read_only=True)
-            try:
-                layout = con.execute(
-                    "SELECT value FROM duckdb_tables() t, warehouse_meta m "
-                    "WHERE t.table_name = 'warehouse_meta' AND m.key = 'layout'").fetchall()
-            except duckdb.Error:
-                layout = []
-            finally:
-                con.close()
-            if layout and layout[0][0] == LAYOUT:
-                return False
+            con = duckdb.connect(str(self.writer_path), config=self._config())
+            has_meta = con.execute("SELECT count(*) FROM duckdb_tables() "
+                                   "WHERE table_name = 'warehouse_meta'").fetchall()[0][0]
+            layout = con.execute("SELECT value FROM warehouse_meta WHERE key = 'layout'"
+                                 ).fetchall() if has_meta else []
+            if layout == [(LAYOUT,)]:
+                return con
+            con.close()
             os.replace(self.writer_path, self.writer_path.with_name(
                 f"{self.path.name}.old-{time.strftime('%Y%m%dT%H%M%S')}"))
-        return True
+        return duckdb.connect(str(self.writer_path), config=self._config())
 
     def _publish(self, con: duckdb.DuckDBPyConnection) -> None:
         """A new file beside the target, renamed over it: views over the lake's tables, and the

@@ -1,0 +1,145 @@
+"""`python -m bench.scale [--sizes 250000,1000000,4000000,16000000] [--runs 3]`: does one window's
+cost grow with the size of its day?
+
+For each size N: one occurred day pre-filled with N events (the Delta day and the id index as
+the loads leave them), then `--runs` windows of 10,000 events each landing into that same day
+(3 % of them copies of ids already kept, as a real stream's duplicates), each measured from its
+landing commit to its rows being visible in `events` to a new reader of warehouse.duckdb:
+manifest sync, load, the window's checks, publish, and the reader's query. Prints the median per
+size and the ratio to the smallest size (target: ≤ 1.5× from 250k to 16M, and ≤ 3 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import duckdb
+import orjson
+
+from bench.scratch import scratch_dir
+from rtds_pipeline.lake.batch import parse_batch
+from rtds_pipeline.lake.commits import Commit, CommitLog
+from rtds_pipeline.lake.storage import open_lake
+from rtds_pipeline.lake.writer import LandingWriter
+from rtds_pipeline.settings import SourceConfig
+from rtds_pipeline.warehouse import events as wh
+from rtds_pipeline.warehouse.delta import DeltaEvents
+from rtds_pipeline.warehouse.store import Warehouse
+
+DAY = "2026-11-20"
+WINDOW = 10_000
+SOURCE = SourceConfig("events")
+# A realistic OPEN event's envelope and body (~600 bytes of JSON, like the test server's).
+PREFILL = f"""
+SELECT uuid()::VARCHAR AS id, 'OPEN' AS type,
+       TIMESTAMPTZ '{DAY} 00:00:00+00' + to_microseconds((i * 86400000000 // $n)::BIGINT) AS occurred,
+       TIMESTAMPTZ '{DAY} 00:00:00+00' + to_microseconds((i * 86400000000 // $n)::BIGINT) AS processed,
+       DATE '{DAY}' AS occurred_date, (1000000000000 + i)::VARCHAR AS rtds_offset, 1 AS copies,
+       'events' AS source, 'IOS' AS device_type, uuid()::VARCHAR AS channel,
+       NULL::VARCHAR AS named_user_id, uuid()::VARCHAR AS contact_id, NULL::VARCHAR AS push_id,
+       NULL::VARCHAR AS group_id, uuid()::VARCHAR AS session_id, NULL::VARCHAR AS triggering_push_id,
+       NULL::VARCHAR AS triggering_group_id, NULL::VARCHAR AS last_delivered_push_id,
+       NULL::VARCHAR AS custom_event_name, NULL::DOUBLE AS custom_event_value,
+       '5.2.1' AS app_version, 'US' AS country,
+       '{{"id":"' || i || '","type":"OPEN","offset":"' || (1000000000000 + i) || '",' ||
+       '"device":{{"channel":"x","device_type":"IOS","attributes":{{"app_version":"5.2.1",' ||
+       '"device_model":"iPhone15,2","device_os":"17.1","iana_timezone":"America/New_York",' ||
+       '"locale_country_code":"US","locale_language_code":"en","push_opt_in":"true"}}}},' ||
+       '"body":{{"session_id":"' || uuid() || '"}},"occurred":"{DAY}T00:00:00.000Z",' ||
+       '"processed":"{DAY}T00:00:00.000Z","user":{{"contact_id":"' || uuid() || '"}}}}' AS raw
+FROM range($n) t(i)
+"""
+
+
+def prefill(lake, warehouse: Warehouse, n: int) -> list[str]:
+    """One day of N events in the Delta table and the id index; returns some of its ids."""
+    with warehouse.writer(publish=False) as con:
+        con.execute("SET preserve_insertion_order = false")
+        reader = con.sql(PREFILL, params={"n": n}).to_arrow_reader()
+        DeltaEvents(lake, "events").append(reader, "bench-prefill", 1)
+        files = DeltaEvents(lake, "events").files()
+        con.execute("INSERT INTO events_keys SELECT md5_number(id), occurred_date, "
+                    "rtds_offset::UBIGINT, source FROM read_parquet(?, hive_partitioning = true)",
+                    [files])
+        return [r[0] for r in con.execute(
+            "SELECT id FROM read_parquet(?) USING SAMPLE 2000 ROWS", [files]).fetchall()]
+
+
+def land_window(lake, seq: int, first_offset: int, old_ids: list[str]) -> Commit:
+    """10,000 events of DAY as one committed window; 3 % are copies of ids already kept."""
+    lines = []
+    for i in range(WINDOW):
+        id_ = old_ids[i % len(old_ids)] if i % 33 == 0 else f"w{seq}-{i}"
+        t = f"{DAY}T{(i * 7) % 24:02d}:{i % 60:02d}:{(i * 13) % 60:02d}.000Z"
+        lines.append(orjson.dumps({
+            "id": id_, "type": "OPEN", "offset": str(first_offset + i), "occurred": t,
+            "processed": t, "device": {"channel": f"c{i % 977}", "device_type": "IOS",
+                                       "attributes": {"app_version": "5.2.1",
+                                                      "locale_country_code": "US"}},
+            "body": {"session_id": f"s{seq}-{i // 5}"}, "user": {"contact_id": f"u{i % 977}"}}))
+    log = CommitLog(lake, SOURCE.key)
+    last = log.latest()
+    writer = LandingWriter(lake, SOURCE.key, seq)
+    batch = parse_batch(b"\n".join(lines) + b"\n", seq, 0)
+    writer.add(batch)
+    files, dead = writer.finish()
+    commit = Commit(source=SOURCE.key, window_seq=seq, resume_offset=batch.last_offset,
+                    previous_offset=last.resume_offset if last else None,
+                    first_offset=str(first_offset), files=files, dead_letter_files=dead,
+                    events=batch.rows.num_rows, dead_letters=len(batch.dead), offset_updates=0,
+                    keepalives=0, reconnects=0, bytes_read=0, max_processed=None,
+                    committed_at=time.time(), stop_reason="bench")
+    log.write(commit)
+    return commit
+
+
+def one_window(lake, warehouse: Warehouse, seq: int, old_ids: list[str]) -> float:
+    """Seconds from a window's landing commit to its rows visible to a new reader."""
+    land_window(lake, seq, 2_000_000_000_000 + seq * WINDOW, old_ids)
+    t0 = time.perf_counter()
+    with warehouse.writer() as con:
+        wh.sync_manifest(con, lake, [SOURCE])
+        result = wh.load_pending(con, lake, "events")
+        check = wh.check_batches(con, "events", result.batches)
+    con = duckdb.connect(str(warehouse.path), read_only=True)
+    # A range on id: Parquet statistics skip the day's other row groups (ids of the prefill).
+    seen = con.execute("SELECT count(*) FROM events WHERE id >= ? AND id < ?",
+                       [f"w{seq}-", f"w{seq}."]).fetchall()[0][0]
+    con.close()
+    seconds = time.perf_counter() - t0
+    assert check.ok and seen == WINDOW - len(range(0, WINDOW, 33)), (check, seen)
+    return seconds
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="250000,1000000,4000000,16000000")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    results = {}
+    for n in (int(s) for s in args.sizes.split(",")):
+        root = Path(scratch_dir(f"bench-scale-{n}-"))
+        lake = open_lake(str(root / "lake"))
+        warehouse = Warehouse(root / "warehouse.duckdb", lake, memory_limit="2GB")
+        t0 = time.perf_counter()
+        old_ids = prefill(lake, warehouse, n)
+        print(f"{n:>11,} events in {DAY}: prefilled in {time.perf_counter() - t0:.0f} s", flush=True)
+        one_window(lake, warehouse, 1, old_ids)  # warm-up: first open, first publish
+        runs = [one_window(lake, warehouse, 2 + r, old_ids) for r in range(args.runs)]
+        results[n] = statistics.median(runs)
+        print(f"{n:>11,}: one 10k-event window {results[n]:.2f} s (runs "
+              f"{', '.join(f'{r:.2f}' for r in runs)})", flush=True)
+        shutil.rmtree(root, ignore_errors=True)
+    base = results[min(results)]
+    print("\nsize          median   ratio to smallest")
+    for n, s in results.items():
+        print(f"{n:>11,}  {s:6.2f} s   {s / base:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
