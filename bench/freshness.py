@@ -1,9 +1,11 @@
-"""`python -m bench.freshness [--minutes M]`: how fresh is `events` in the `make run` setting?
+"""`python -m bench.freshness [--minutes M] [--rate R]`: how fresh is `events` in the `make run`
+setting?
 
-Starts what `make run` starts (test server live at 200 events/s over a backlog, `dagster dev`
+Starts what `make run` starts (test server live at R events/s, default 200, over a backlog, `dagster dev`
 with the sensors, 10 s windows and ticks) in temporary folders, polls the published warehouse
 every second, and for every live event reports (time it became queryable in `events` − its
-`processed` time): p50 / p95 / max. The backlog (processed before the start) is left out.
+`processed` time): p50 / p95 / max over the whole run, then p95 over minutes 2–6 and over the
+last 4 minutes (does the lag stay flat, or grow with the data?). The backlog (processed before the start) is left out.
 `--no-quirks` runs the server without its quirks: one of them back-dates `processed` by up to
 2 minutes for 20 % of events (out-of-order processed times), which this metric counts as delay.
 """
@@ -32,6 +34,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=5)
     ap.add_argument("--warmup", type=float, default=90, help="seconds before measuring")
     ap.add_argument("--no-quirks", action="store_true", help="test server without its quirks")
+    ap.add_argument("--rate", type=float, default=200, help="live events per second")
     args = ap.parse_args()
     tmp = Path(scratch_dir("bench-fresh-"))
     home = tmp / "dagster_home"
@@ -40,7 +43,8 @@ def main() -> int:
     env = {**os.environ, "DAGSTER_HOME": str(home), "RTDS_LAKE_URL": str(tmp / "lake"),
            "RTDS_WAREHOUSE": str(tmp / "warehouse.duckdb"), "RTDS_TESTSERVER_PORT": "8731",
            "RTDS_UI_PORT": "3031", "RTDS_TESTSERVER_BACKLOG": "20000",
-           "RTDS_TESTSERVER_QUIRKS": "0" if args.no_quirks else "1"}
+           "RTDS_TESTSERVER_QUIRKS": "0" if args.no_quirks else "1",
+           "RTDS_TESTSERVER_RATE": str(args.rate)}
     proc = subprocess.Popen([sys.executable, "-m", "rtds_pipeline.run"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     warehouse = tmp / "warehouse.duckdb"
@@ -48,7 +52,7 @@ def main() -> int:
         time.sleep(args.warmup)
         start = time.time()
         seen: dict[str, float] = {}
-        delays: list[float] = []
+        delays: list[tuple[float, float]] = []  # (seconds since start, delay)
         while time.time() < start + args.minutes * 60:
             time.sleep(1)
             if not warehouse.exists():
@@ -64,13 +68,20 @@ def main() -> int:
             for id_, processed_ms in rows:
                 if id_ not in seen:
                     seen[id_] = now
-                    delays.append(now - processed_ms / 1000)
+                    delays.append((now - start, now - processed_ms / 1000))
         if len(delays) < 20:
             print(f"only {len(delays)} live events became queryable: is the pipeline running?")
             return 1
-        q = statistics.quantiles(delays, n=100)
-        print(f"{len(delays):,} live events over {args.minutes:g} min: queryable − processed "
-              f"p50 {q[49]:.1f} s, p95 {q[94]:.1f} s, max {max(delays):.1f} s")
+        every = [d for _, d in delays]
+        q = statistics.quantiles(every, n=100)
+        print(f"{len(delays):,} live events over {args.minutes:g} min at {args.rate:g} events/s: "
+              f"queryable − processed p50 {q[49]:.1f} s, p95 {q[94]:.1f} s, max {max(every):.1f} s")
+        end = args.minutes * 60
+        for label, lo, hi in (("minutes 2–6", 120, 360), ("last 4 minutes", end - 240, end)):
+            part = [d for t, d in delays if lo <= t < hi]
+            if len(part) >= 20:
+                print(f"  {label}: p95 {statistics.quantiles(part, n=100)[94]:.1f} s "
+                      f"({len(part):,} events)")
         return 0
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -162,12 +162,15 @@ def _sql(args: argparse.Namespace) -> int:
 
     import duckdb
 
+    from rtds_pipeline.lake.storage import open_lake
     from rtds_pipeline.settings import load_settings
     from rtds_pipeline.warehouse.store import Warehouse
 
     query = args.query if args.query != "-" else sys.stdin.read()
+    settings = load_settings()
     try:
-        con = Warehouse(args.warehouse or load_settings().warehouse_path).reader()
+        con = Warehouse(args.warehouse or settings.warehouse_path,
+                        open_lake(settings.lake_url)).reader()
     except FileNotFoundError as exc:
         print(f"rtds-pipeline sql: {exc}", file=sys.stderr)
         return 1
