@@ -31,7 +31,7 @@ from rtds_pipeline.warehouse.store import remove_tree, run_script, sql, transact
 
 TABLES = {"events": "events", "compliance": "compliance_events"}  # what a source feeds → table
 
-LOAD_BYTES = 256 << 20  # landed Parquet per load batch: bounds memory however far behind
+LOAD_BYTES = 64 << 20  # landed Parquet per load batch (one window at least): bounds its cost
 REBUILD_BYTES = 1 << 30  # landed Parquet per rebuild pass
 
 
@@ -175,9 +175,23 @@ def landed_days(con: duckdb.DuckDBPyConnection, kind: str) -> list[str]:
 
 # -- loads ---------------------------------------------------------------------------------
 
-def _next_batch(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    return con.execute("SELECT coalesce(max(batch), 0) + 1 FROM load_batches WHERE table_name = ?",
-                       [table]).fetchall()[0][0]
+def _plan(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, mode: str,
+          days: Sequence[str] | None = None,
+          windows: Sequence[tuple[str, int]] = ()) -> int:
+    """Record the next batch (and its windows) before its Delta commit. A batch left planned by
+    a crash is finished first: batch numbers, the Delta commits' versions, only ever grow."""
+    table = TABLES[kind]
+    recover(con, lake, kind)
+    with transaction(con):
+        batch = con.execute("SELECT coalesce(max(batch), 0) + 1 FROM load_batches "
+                            "WHERE table_name = ?", [table]).fetchall()[0][0]
+        con.execute("INSERT INTO load_batches VALUES (?, ?, ?, ?, 'planned', now(), NULL)",
+                    [table, batch, mode, list(days) if days is not None else None])
+        if windows:
+            con.execute("UPDATE landing_windows SET load_batch = ? WHERE (source, window_seq) "
+                        "IN (SELECT unnest(?), unnest(?))",
+                        [batch, [s for s, _ in windows], [q for _, q in windows]])
+    return batch
 
 
 def _app_id(table: str) -> str:
@@ -203,20 +217,13 @@ def _pending(con: duckdb.DuckDBPyConnection, kind: str, budget: int) -> list[tup
 def load_pending(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str,
                  budget: int = LOAD_BYTES) -> LoadResult:
     """Load every committed window not loaded yet, `budget` landed bytes per batch."""
-    table = TABLES[kind]
-    result = LoadResult(table)
+    result = LoadResult(TABLES[kind])
     recover(con, lake, kind)
     while True:
         windows = _pending(con, kind, budget)
         if not windows:
             return result
-        batch = _next_batch(con, table)
-        with transaction(con):
-            con.execute("INSERT INTO load_batches VALUES (?, ?, 'window', NULL, 'planned', now(), NULL)",
-                        [table, batch])
-            con.execute("UPDATE landing_windows SET load_batch = ? WHERE (source, window_seq) "
-                        "IN (SELECT unnest(?), unnest(?))",
-                        [batch, [s for s, _ in windows], [q for _, q in windows]])
+        batch = _plan(con, lake, kind, "window", windows=windows)
         result.add(_load_batch(con, lake, kind, batch))
 
 
@@ -239,16 +246,19 @@ def _load_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: in
     files = _readable(con, table, _batch_files(con, kind, batch))
     if files:
         run_script(con, table_sql("load_window", table), {"files": files})
-        rows = con.sql(table_sql("load_window_rows", table)).to_arrow_table()
-        if rows.num_rows and delta.loaded_version(_app_id(table)) < batch:
-            delta.append(rows, _app_id(table), batch)
+        new_rows = con.execute("SELECT count(*) FROM stage_probe WHERE kept_day IS NULL"
+                               ).fetchall()[0][0]
+        if new_rows and delta.loaded_version(_app_id(table)) < batch:
+            # Streamed: a batch is never held whole in Python's memory.
+            delta.append(con.sql(table_sql("load_window_rows", table)).to_arrow_reader(),
+                         _app_id(table), batch)
         earlier = con.execute(
             "SELECT day, kept_day FROM stage_probe WHERE kept_day IS NOT NULL "
             "AND (pos, source) < (kept_pos, kept_source)").fetchall()
         with transaction(con):
             result.quarantined = _quarantine(con, table)
             run_script(con, table_sql("load_window_end", table), {"batch": batch})
-            _finish_batch(con, table, batch, rows.num_rows)
+            _finish_batch(con, table, batch, new_rows)
         result.landed_rows, result.rows = con.execute(
             "SELECT coalesce(sum(landed_rows), 0), coalesce(sum(rows), 0) FROM load_log "
             "WHERE table_name = ? AND batch = ?", [table, batch]).fetchall()[0]
@@ -326,10 +336,7 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, days: Se
     result.add(load_pending(con, lake, kind))
     files = day_files(con, kind, days)
     for group in _groups(files, batch_bytes):
-        batch = _next_batch(con, table)
-        with transaction(con):
-            con.execute("INSERT INTO load_batches VALUES (?, ?, 'rebuild', ?, 'planned', now(), NULL)",
-                        [table, batch, group])
+        batch = _plan(con, lake, kind, "rebuild", group)
         result.add(_rebuild_batch(con, lake, kind, batch, group))
     return result
 
@@ -407,13 +414,9 @@ def days_to_compact(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str,
 def compact_days(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str,
                  days: Sequence[str]) -> list[str]:
     """Rewrite each day as sorted files with late copies folded in (one atomic commit a day)."""
-    table = TABLES[kind]
     done = []
     for day in days:
-        batch = _next_batch(con, table)
-        with transaction(con):
-            con.execute("INSERT INTO load_batches VALUES (?, ?, 'compact', ?, 'planned', now(), NULL)",
-                        [table, batch, [day]])
+        batch = _plan(con, lake, kind, "compact", [day])
         _compact_batch(con, lake, kind, batch, day)
         done.append(day)
     return done
