@@ -21,6 +21,19 @@ from rtds_pipeline.settings import load_settings
 ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", "8717"))
 UI_PORT = int(os.environ.get("RTDS_UI_PORT", "3000"))
+DUCKDB_CLI = Path(sys.executable).with_name("duckdb")  # the duckdb-cli package, in .venv/bin
+STOP_WAIT_S = 30.0
+# `dagster dev` still works and is what the pinned release documents; its notice that `dg dev`
+# (another package) supersedes it is one warning, filtered by its exact text.
+DEV_COMMAND_WARNING = "ignore:Function `dev_command` is superseded"
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it from the repository root."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -51,6 +64,34 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def wait_between_sensor_ticks(dagster_home: Path, seconds: float) -> bool:
+    """True once no sensor tick is in flight (waiting at most `seconds`).
+
+    Dagster's daemon closes its code locations before its sensor threads finish: a tick cut off
+    mid-way (ours read a window for up to RTDS_WINDOW_SECONDS) then fails to submit its run and
+    logs DagsterCodeLocationNotFoundError tracebacks. Between ticks the stop is clean. Ticks
+    start only every few seconds, so the moment found here lasts long enough to stop in."""
+    from dagster import DagsterInstance
+    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType, TickStatus
+
+    running = {InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE}
+    deadline = time.monotonic() + seconds
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        while True:
+            busy = [
+                state.instigator_name
+                for state in instance.all_instigator_state(
+                    instigator_type=InstigatorType.SENSOR, instigator_statuses=running)
+                for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id,
+                                               limit=1)
+                if tick.status == TickStatus.STARTED]
+            if not busy:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+
+
 def main() -> int:
     # Started from a script with `&`, SIGINT arrives ignored and children would inherit that (and
     # `dagster dev` maps SIGTERM onto it): install handlers so SIGINT/SIGTERM stop everything.
@@ -66,6 +107,7 @@ def main() -> int:
         "RTDS_TICK_SECONDS": os.environ.get("RTDS_TICK_SECONDS", "10"),
     }
     procs: list[subprocess.Popen[bytes]] = []
+    dagster: subprocess.Popen[bytes] | None = None
     try:
         server = subprocess.Popen(
             [sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port", str(PORT),
@@ -78,19 +120,29 @@ def main() -> int:
             print("the test server did not start; see its output above", file=sys.stderr)
             return 1
         dagster = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(UI_PORT)], cwd=ROOT, env=env, start_new_session=True)
+            [sys.executable, "-W", DEV_COMMAND_WARNING, "-m", "dagster", "dev",
+             "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(UI_PORT)],
+            cwd=ROOT, env=env, start_new_session=True)
         procs.append(dagster)
         if not wait_http(f"http://127.0.0.1:{UI_PORT}/server_info", dagster, 180):
             print("dagster dev did not start; see its output above", file=sys.stderr)
             return 1
         print(f"\n  Dagster UI:  http://127.0.0.1:{UI_PORT}   (sensors rtds_events, "
               f"rtds_compliance and rtds_marts are running)\n"
-              f"  Warehouse:   duckdb -readonly {load_settings(env).warehouse_path}\n"
-              f"               or: .venv/bin/rtds-pipeline sql \"select count(*) from events\"\n"
+              f"  Warehouse:   make sql   (= {_shown(DUCKDB_CLI)} -readonly "
+              f"{_shown(Path(load_settings(env).warehouse_path))})\n"
+              f"               or: {_shown(Path(sys.executable).with_name('rtds-pipeline'))} sql "
+              f"\"select count(*) from events\"\n"
               f"  Ctrl-C stops everything.\n", flush=True)
         return dagster.wait()
     except KeyboardInterrupt:
+        if dagster is not None and dagster.poll() is None:
+            print(f"stopping after the sensor ticks in flight (at most {STOP_WAIT_S} s; "
+                  "Ctrl-C again to stop now) …", flush=True)
+            try:
+                wait_between_sensor_ticks(dagster_home, STOP_WAIT_S)
+            except KeyboardInterrupt:
+                pass
         return 0
     finally:
         for proc in reversed(procs):

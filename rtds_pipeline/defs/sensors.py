@@ -100,8 +100,8 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
     log = CommitLog(lake, source.key)
     mirrored = json.loads(context.cursor)["window_seq"] if context.cursor else None
     if mirrored is None:
-        context.log.info(f"no cursor for {source.key}: resuming from the lake's commit log and "
-                         "requesting every committed day once")
+        context.log.info(f"first tick of {source.key} on this Dagster instance: starting from the "
+                         "lake's commit log (any committed days are built once)")
     new = [log.read(s) for s in log.sequences() if mirrored is None or s > mirrored]
     latest = new[-1] if new else log.latest()
 
