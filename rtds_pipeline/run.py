@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", "8717"))
 UI_PORT = int(os.environ.get("RTDS_UI_PORT", "3000"))
 DUCKDB_CLI = Path(sys.executable).with_name("duckdb")  # the duckdb-cli package, in .venv/bin
-STOP_WAIT_S = 30.0
 # `dagster dev` still works and is what the pinned release documents; its notice that `dg dev`
 # (another package) supersedes it is one warning, filtered by its exact text.
 DEV_COMMAND_WARNING = "ignore:Function `dev_command` is superseded"
@@ -64,32 +63,39 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def wait_between_sensor_ticks(dagster_home: Path, seconds: float) -> bool:
-    """True once no sensor tick is in flight (waiting at most `seconds`).
+def dagster_daemon_pid(dagster: subprocess.Popen[bytes]) -> int | None:
+    """The `dagster-daemon` process `dagster dev` started (None if psutil is not installed)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        for child in psutil.Process(dagster.pid).children():
+            if "dagster._daemon" in child.cmdline():
+                return child.pid
+    except psutil.Error:
+        return None
+    return None
 
-    Dagster's daemon closes its code locations before its sensor threads finish: a tick cut off
-    mid-way (ours read a window for up to RTDS_WINDOW_SECONDS) then fails to submit its run and
-    logs DagsterCodeLocationNotFoundError tracebacks. Between ticks the stop is clean. Ticks
-    start only every few seconds, so the moment found here lasts long enough to stop in."""
-    from dagster import DagsterInstance
-    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType, TickStatus
 
-    running = {InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE}
-    deadline = time.monotonic() + seconds
-    with DagsterInstance.from_config(str(dagster_home)) as instance:
-        while True:
-            busy = [
-                state.instigator_name
-                for state in instance.all_instigator_state(
-                    instigator_type=InstigatorType.SENSOR, instigator_statuses=running)
-                for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id,
-                                               limit=1)
-                if tick.status == TickStatus.STARTED]
-            if not busy:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
+def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None) -> None:
+    """Stops `dagster dev` with its daemon first.
+
+    On a graceful stop Dagster's daemon closes its code locations before its sensor threads
+    finish, so a tick in flight (ours read a window for up to RTDS_WINDOW_SECONDS; the marts
+    tick spends most of a minute creating its run) fails to submit its run and logs
+    DagsterCodeLocationNotFoundError tracebacks. Killed, the daemon leaves that tick unfinished
+    instead, which is safe: the lake's commits are atomic, the cursor only mirrors them, run keys
+    make a re-evaluated tick harmless, and Dagster resumes an interrupted tick on the next start.
+    The webserver and the code server then stop gracefully."""
+    if dagster.poll() is None:
+        dagster.send_signal(signal.SIGTERM)
+        if daemon_pid is not None:
+            try:
+                os.kill(daemon_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    _stop(dagster)
 
 
 def main() -> int:
@@ -108,6 +114,7 @@ def main() -> int:
     }
     procs: list[subprocess.Popen[bytes]] = []
     dagster: subprocess.Popen[bytes] | None = None
+    daemon_pid: int | None = None
     try:
         server = subprocess.Popen(
             [sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port", str(PORT),
@@ -123,10 +130,10 @@ def main() -> int:
             [sys.executable, "-W", DEV_COMMAND_WARNING, "-m", "dagster", "dev",
              "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(UI_PORT)],
             cwd=ROOT, env=env, start_new_session=True)
-        procs.append(dagster)
         if not wait_http(f"http://127.0.0.1:{UI_PORT}/server_info", dagster, 180):
             print("dagster dev did not start; see its output above", file=sys.stderr)
             return 1
+        daemon_pid = dagster_daemon_pid(dagster)
         print(f"\n  Dagster UI:  http://127.0.0.1:{UI_PORT}   (sensors rtds_events, "
               f"rtds_compliance and rtds_marts are running)\n"
               f"  Warehouse:   make sql   (= {_shown(DUCKDB_CLI)} -readonly "
@@ -136,15 +143,10 @@ def main() -> int:
               f"  Ctrl-C stops everything.\n", flush=True)
         return dagster.wait()
     except KeyboardInterrupt:
-        if dagster is not None and dagster.poll() is None:
-            print(f"stopping after the sensor ticks in flight (at most {STOP_WAIT_S} s; "
-                  "Ctrl-C again to stop now) …", flush=True)
-            try:
-                wait_between_sensor_ticks(dagster_home, STOP_WAIT_S)
-            except KeyboardInterrupt:
-                pass
         return 0
     finally:
+        if dagster is not None:
+            stop_dagster(dagster, daemon_pid)
         for proc in reversed(procs):
             _stop(proc)
 
