@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean sql
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/python -m rtds_pipeline.run
+
+# The DuckDB CLI (duckdb-cli, installed with the rest) on the published warehouse, read-only.
+sql: $(STAMP)
+	$(BIN)/duckdb -readonly $${RTDS_WAREHOUSE:-data/warehouse.duckdb}
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,6 +21,18 @@ from rtds_pipeline.settings import load_settings
 ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", "8717"))
 UI_PORT = int(os.environ.get("RTDS_UI_PORT", "3000"))
+DUCKDB_CLI = Path(sys.executable).with_name("duckdb")  # the duckdb-cli package, in .venv/bin
+# `dagster dev` still works and is what the pinned release documents; its notice that `dg dev`
+# (another package) supersedes it is one warning, filtered by its exact text.
+DEV_COMMAND_WARNING = "ignore:Function `dev_command` is superseded"
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it from the repository root."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -51,6 +63,41 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def dagster_daemon_pid(dagster: subprocess.Popen[bytes]) -> int | None:
+    """The `dagster-daemon` process `dagster dev` started (None if psutil is not installed)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        for child in psutil.Process(dagster.pid).children():
+            if "dagster._daemon" in child.cmdline():
+                return child.pid
+    except psutil.Error:
+        return None
+    return None
+
+
+def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None) -> None:
+    """Stops `dagster dev` with its daemon first.
+
+    On a graceful stop Dagster's daemon closes its code locations before its sensor threads
+    finish, so a tick in flight (ours read a window for up to RTDS_WINDOW_SECONDS; the marts
+    tick spends most of a minute creating its run) fails to submit its run and logs
+    DagsterCodeLocationNotFoundError tracebacks. Killed, the daemon leaves that tick unfinished
+    instead, which is safe: the lake's commits are atomic, the cursor only mirrors them, run keys
+    make a re-evaluated tick harmless, and Dagster resumes an interrupted tick on the next start.
+    The webserver and the code server then stop gracefully."""
+    if dagster.poll() is None:
+        dagster.send_signal(signal.SIGTERM)
+        if daemon_pid is not None:
+            try:
+                os.kill(daemon_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    _stop(dagster)
+
+
 def main() -> int:
     # Started from a script with `&`, SIGINT arrives ignored and children would inherit that (and
     # `dagster dev` maps SIGTERM onto it): install handlers so SIGINT/SIGTERM stop everything.
@@ -66,6 +113,8 @@ def main() -> int:
         "RTDS_TICK_SECONDS": os.environ.get("RTDS_TICK_SECONDS", "10"),
     }
     procs: list[subprocess.Popen[bytes]] = []
+    dagster: subprocess.Popen[bytes] | None = None
+    daemon_pid: int | None = None
     try:
         server = subprocess.Popen(
             [sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port", str(PORT),
@@ -78,21 +127,26 @@ def main() -> int:
             print("the test server did not start; see its output above", file=sys.stderr)
             return 1
         dagster = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(UI_PORT)], cwd=ROOT, env=env, start_new_session=True)
-        procs.append(dagster)
+            [sys.executable, "-W", DEV_COMMAND_WARNING, "-m", "dagster", "dev",
+             "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(UI_PORT)],
+            cwd=ROOT, env=env, start_new_session=True)
         if not wait_http(f"http://127.0.0.1:{UI_PORT}/server_info", dagster, 180):
             print("dagster dev did not start; see its output above", file=sys.stderr)
             return 1
+        daemon_pid = dagster_daemon_pid(dagster)
         print(f"\n  Dagster UI:  http://127.0.0.1:{UI_PORT}   (sensors rtds_events, "
               f"rtds_compliance and rtds_marts are running)\n"
-              f"  Warehouse:   duckdb -readonly {load_settings(env).warehouse_path}\n"
-              f"               or: .venv/bin/rtds-pipeline sql \"select count(*) from events\"\n"
+              f"  Warehouse:   make sql   (= {_shown(DUCKDB_CLI)} -readonly "
+              f"{_shown(Path(load_settings(env).warehouse_path))})\n"
+              f"               or: {_shown(Path(sys.executable).with_name('rtds-pipeline'))} sql "
+              f"\"select count(*) from events\"\n"
               f"  Ctrl-C stops everything.\n", flush=True)
         return dagster.wait()
     except KeyboardInterrupt:
         return 0
     finally:
+        if dagster is not None:
+            stop_dagster(dagster, daemon_pid)
         for proc in reversed(procs):
             _stop(proc)
 

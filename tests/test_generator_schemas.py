@@ -15,18 +15,24 @@ from rtds_pipeline.rtds.events import EVENT_TYPES
 from rtds_pipeline.rtds.timestamps import now_ms
 from rtds_pipeline.testserver.log import UNKNOWN_TYPE, StreamLog
 
-# Airship's reference spec lives beside the repository (../shared/airship-spec), not in it.
-SCHEMAS = Path(os.environ.get(
-    "RTDS_AIRSHIP_SPEC", Path(__file__).resolve().parents[2] / "shared" / "airship-spec"
-)) / "json-schema"
+# Airship's reference spec is not part of the repository. RTDS_AIRSHIP_SPEC names it (`.ci/run`
+# sets it, so CI always validates); without it, ../shared/airship-spec beside the repository is
+# used when present, and these tests skip in a bare clone.
+_SPEC_ENV = os.environ.get("RTDS_AIRSHIP_SPEC")
+BESIDE = Path(__file__).resolve().parents[2] / "shared" / "airship-spec"
+SCHEMAS = Path(_SPEC_ENV or BESIDE) / "json-schema"
 PER_TYPE = 400
 
-
-@pytest.fixture(scope="module", autouse=True)
-def schemas_present():
-    if not (SCHEMAS / "send.json").exists():
-        pytest.fail(f"Airship's JSON Schemas not found in {SCHEMAS}; set RTDS_AIRSHIP_SPEC to the "
-                    "airship-spec folder (../shared/airship-spec beside the repository)")
+if _SPEC_ENV and not (SCHEMAS / "send.json").exists():
+    pytest.fail(f"RTDS_AIRSHIP_SPEC={_SPEC_ENV}: no Airship JSON Schemas in {SCHEMAS} (expected "
+                "json-schema/send.json …); point it at the airship-spec folder, or unset it to "
+                "skip these tests", pytrace=False)
+# A mark rather than a module-level skip: the tests are still collected and reported as skipped,
+# so running this file alone in a bare clone exits 0, not 5 ("no tests collected").
+needs_schemas = pytest.mark.skipif(
+    not (SCHEMAS / "send.json").exists(),
+    reason=f"Airship's JSON Schemas are not beside this clone ({SCHEMAS}): set RTDS_AIRSHIP_SPEC "
+           "to an airship-spec folder to validate the generator against them (CI does, via .ci/run)")
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +51,7 @@ def test_all_43_types_occur(sample):
     assert set(EVENT_TYPES) <= set(sample), sorted(set(EVENT_TYPES) - set(sample))
 
 
+@needs_schemas
 @pytest.mark.parametrize("etype", EVENT_TYPES)
 def test_generated_events_validate_against_airship_schema(sample, etype):
     schema = json.loads((SCHEMAS / f"{etype.lower()}.json").read_text())

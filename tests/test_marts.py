@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 
+import duckdb
 import orjson
 import pytest
 from landing import SOURCES, build_warehouse, commit_window, event
@@ -20,6 +21,7 @@ from rtds_pipeline.warehouse import marts
 D1, D2 = "2026-11-20", "2026-11-21"
 OLD = "2026-09-01"  # 80 days before D2
 P1 = "push-1"
+P2 = "push-2"  # to web, email and SMS channels
 EVENTS, COMPLIANCE = SOURCES
 
 
@@ -32,6 +34,40 @@ def dev(channel: str, platform: str = "IOS", country: str = "US", version: str =
     return {"channel": channel, "device_type": platform,
             "attributes": {"app_version": version, "locale_country_code": country,
                            "push_opt_in": opt_in}}
+
+
+def web(channel: str) -> dict:
+    return {"channel": channel, "device_type": "WEB",
+            "attributes": {"locale_country_code": "FR", "push_opt_in": "true",
+                           "web_browser_name": "chrome"}}
+
+
+def email(channel: str | None, address: str) -> dict:
+    """An email device; Airship's email events may carry only the address (channel None)."""
+    return {"device_type": "EMAIL", "delivery_address": address,
+            **({"channel": channel} if channel else {})}
+
+
+def sms(channel: str, msisdn: str) -> dict:
+    return {"channel": channel, "device_type": "SMS", "delivery_address": msisdn,
+            "identifiers": {"sender": "12345"}}
+
+
+def email_event(id_: str, name: str, hms: str, offset: int, device: dict, **body) -> dict:
+    """Airship's own email engagement event: a CUSTOM event with source API."""
+    return event(id_, "CUSTOM", at(D2, hms), offset, device=device,
+                 body={"name": name, "source": "API", "triggering_push": {"push_id": P2},
+                       "properties": {"email": device["delivery_address"], "subject": "Sale"},
+                       **body})
+
+
+def sms_report(id_: str, name: str, hms: str, offset: int, device: dict) -> dict:
+    """An SMS delivery report from the vendor: a CUSTOM event, interaction_type delivery_report."""
+    return event(id_, "CUSTOM", at(D2, hms), offset, device=device,
+                 body={"name": name, "source": "API", "interaction_type": "delivery_report",
+                       "triggering_push": {"push_id": P2},
+                       "properties": {"sender": "12345", "vendor": "TWILIO",
+                                      "vendorDeliveryId": id_}})
 
 
 @pytest.fixture
@@ -103,6 +139,68 @@ def con(tmp_path):
                     "properties": {"commercial_opted_out": at(D2, "10:00:00")}},
               processed=at(D2, "10:20:00")),
     ])
+    # Window 3: push-2 goes to two web channels, two email addresses and two phones (and no
+    # app); what each channel kind does with it. Also a purchase on c6, which push-1 never
+    # reached, claiming push-1 as its trigger.
+    p2 = {"push_id": P2}
+    trig2 = {"push_id": P2, "time": at(D2, "12:00:00")}
+    commit_window(lake, "events", [
+        event("body-2", "PUSH_BODY", at(D2, "11:59:00"), 40, body={
+            "payload": base64.b64encode(orjson.dumps({
+                "audience": "all", "device_types": ["web", "email", "sms"],
+                "notification": {"alert": "Sale"}})).decode(),
+            "resource": "PUSH", "trimmed": False, **p2}),
+        event("send2-w1", "SEND", at(D2, "12:00:01"), 41, device=web("w1"), body=p2),
+        event("send2-w2", "SEND", at(D2, "12:00:02"), 42, device=web("w2"), body=p2),
+        event("send2-e2", "SEND", at(D2, "12:00:03"), 43, device=email("e2", "b@example.com"),
+              body={**p2, "open_tracking": True, "click_tracking": True}),
+        event("send2-e3", "SEND", at(D2, "12:00:04"), 44, device=email("e3", "c@example.com"),
+              body={**p2, "open_tracking": True, "click_tracking": True}),
+        event("send2-m1", "SEND", at(D2, "12:00:05"), 45, device=sms("m1", "15550002222"), body=p2),
+        event("send2-m3", "SEND", at(D2, "12:00:06"), 46, device=sms("m3", "15550003333"), body=p2),
+        # Web: w1 clicks the notification, which starts a session (no CLOSE on web): a screen,
+        # then a signup 150 s after the session began. w2 visits without the push and leaves.
+        # w3, which push-2 never reached, arrives claiming it (a signup that is no conversion).
+        event("click-w1", "WEB_CLICK", at(D2, "12:05:00"), 47, device=web("w1"), body=trig2),
+        event("ws-w1", "WEB_SESSION", at(D2, "12:05:00"), 48, device=web("w1"),
+              body={"session_id": "ws1", "triggering_push": trig2}),
+        event("scr-w1", "SCREEN_VIEWED", at(D2, "12:06:00"), 49, device=web("w1"),
+              body={"session_id": "ws1", "viewed_screen": "pricing"}),
+        event("signup-w1", "CUSTOM", at(D2, "12:07:30"), 50, device=web("w1"),
+              body={"name": "signup", "source": "SDK", "session_id": "ws1",
+                    "triggering_push": trig2}),
+        event("ws-w2", "WEB_SESSION", at(D2, "13:00:00"), 51, device=web("w2"),
+              body={"session_id": "ws2"}),
+        event("ws-w3", "WEB_SESSION", at(D2, "14:00:00"), 52, device=web("w3"),
+              body={"session_id": "ws3", "triggering_push": trig2}),
+        event("signup-w3", "CUSTOM", at(D2, "14:00:40"), 53, device=web("w3"),
+              body={"name": "signup", "source": "SDK", "session_id": "ws3",
+                    "triggering_push": trig2}),
+        # Email: both delivered (e2's report names only its address); e2 opens (the open has a
+        # session id of its own), clicks and unsubscribes; e3 bounces. e2 then buys through
+        # the API: a custom event of an email channel, and a conversion of push-2.
+        email_event("dlv-e2", "delivery", "12:00:13", 54, email(None, "b@example.com")),
+        email_event("dlv-e3", "delivery", "12:00:14", 55, email("e3", "c@example.com")),
+        email_event("bnc-e3", "bounce", "12:00:15", 56, email("e3", "c@example.com")),
+        email_event("opn-e2", "open", "13:00:00", 57, email("e2", "b@example.com"),
+                    session_id="es1"),
+        email_event("clk-e2", "click", "13:01:00", 58, email("e2", "b@example.com")),
+        email_event("uns-e2", "unsubscribe", "13:02:00", 59, email("e2", "b@example.com")),
+        event("buy-e2", "CUSTOM", at(D2, "15:00:00"), 60, device=email("e2", "b@example.com"),
+              body={"name": "purchase", "source": "API", "value": 20.0,
+                    "triggering_push": trig2}),
+        # SMS: m1's message is dispatched, delivered and its short link clicked; m3's is
+        # undeliverable.
+        sms_report("dsp-m1", "dispatched", "12:00:20", 61, sms("m1", "15550002222")),
+        sms_report("dlv-m1", "delivered", "12:00:30", 62, sms("m1", "15550002222")),
+        sms_report("und-m3", "undeliverable", "12:00:40", 63, sms("m3", "15550003333")),
+        event("link-m1", "SHORT_LINK_CLICK", at(D2, "12:10:00"), 64,
+              device={**sms("m1", "15550002222"),
+                      "attributes": {"web_user_agent_string": "Mozilla/5.0"}},
+              body={**p2, "properties": {"original_url": "https://example.com/sale"}}),
+        event("buy-c6", "CUSTOM", at(D2, "16:00:00"), 65, device=dev("c6"),
+              body={"name": "purchase", "value": 7.0, "triggering_push": trig}),
+    ])
     commit_window(lake, "compliance", [
         event("reg-a", "COMPLIANCE", at(D1, "08:00:00"), 2,
               device={"channel": "e1", "device_type": "EMAIL", "delivery_address": "a@example.com"},
@@ -134,12 +232,41 @@ def test_push_performance(con):
     assert p["alert"] == "Hello" and p["platforms"] == ["ios", "android"]
     assert p["categories"] == ["promo"]
     assert (p["sends"], p["rejections"], p["aborts"]) == (3, 1, 1)  # the duplicate SEND counts once
+    assert p["app_sends"] == 3 and p["sends_by_platform"] == {"IOS": 2, "ANDROID": 1}
     assert p["rejections_by_status"] == {"Uninstalled": 1}
     assert p["aborts_by_reason"] == {"FREQUENCY_LIMIT_REACHED": 1}
     assert (p["direct_opens"], p["direct_open_channels"], p["influenced_opens"]) == (1, 1, 1)
     assert p["direct_open_rate"] == pytest.approx(1 / 3)
     assert p["uninstalls_24h"] == 1  # c3: 10 h after its send
-    assert (p["conversions"], p["conversion_value"]) == (1, 10.0)
+    # c1's purchase in the session push-1 opened; c6's claim is dropped: push-1 never reached c6.
+    assert (p["conversions"], p["converting_channels"], p["conversion_value"]) == (1, 1, 10.0)
+    assert p["web_clicks"] == p["email_opens"] == p["sms_delivered"] == 0
+
+
+def test_push_performance_on_web_email_and_sms(con):
+    p = one(con, "SELECT * FROM push_performance WHERE push_id = ?", P2)
+    assert p["alert"] == "Sale" and p["platforms"] == ["web", "email", "sms"]
+    assert p["sends"] == 6 and p["sends_by_platform"] == {"WEB": 2, "EMAIL": 2, "SMS": 2}
+    # No app channel was sent to: no app opens to expect, no open rate.
+    assert (p["app_sends"], p["direct_opens"], p["direct_open_rate"]) == (0, 0, None)
+    # w1's signup and e2's API purchase; w3's signup does not count (push-2 never reached w3),
+    # and Airship's email/SMS events are engagement, not conversions.
+    assert (p["conversions"], p["converting_channels"], p["conversion_value"]) == (2, 2, 20.0)
+    assert p["web_clicks"] == 1
+    assert (p["email_deliveries"], p["email_opens"], p["email_clicks"], p["email_bounces"],
+            p["email_unsubscribes"]) == (2, 1, 1, 1, 1)
+    assert (p["sms_delivered"], p["sms_failed"], p["sms_link_clicks"]) == (1, 1, 1)
+
+
+def test_push_performance_check_flags_more_converting_channels_than_sends():
+    mart = marts.BY_NAME["push_performance"]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE push_performance AS SELECT * FROM (VALUES "
+                "('ok', NULL, 2, 2, 1, 2, 0, 0), ('bad', NULL, 1, 1, 0, 2, 0, 0)) "
+                "t(push_id, variant_id, sends, app_sends, direct_open_channels, "
+                "converting_channels, rejections, aborts)")
+    bad, rows = marts.violations(con, mart)
+    assert bad == 1 and rows[0][0] == "bad"
 
 
 def test_sessions(con):
@@ -150,27 +277,57 @@ def test_sessions(con):
     s2 = one(con, "SELECT * FROM sessions WHERE session_id = 's2'")
     assert s2["close_missing"] and s2["ended_at"] is None and s2["duration_s"] is None
     assert not s2["push_initiated"]
-    assert con.execute("SELECT count(*) FROM sessions").fetchall()[0][0] == 3
+    # s1, s2, s3 and the web sessions ws1, ws2, ws3; e2's email open carries a session id of
+    # its own, but an email open is no session.
+    assert con.execute("SELECT count(*) FROM sessions").fetchall()[0][0] == 6
+
+
+def test_web_sessions_end_at_their_last_event(con):
+    ws1 = one(con, "SELECT * FROM sessions WHERE session_id = 'ws1'")
+    assert ws1["platform"] == "WEB" and ws1["duration_s"] == 150  # 12:05:00 → signup 12:07:30
+    assert (ws1["screens_viewed"], ws1["custom_events"], ws1["events"]) == (1, 1, 3)
+    assert ws1["push_initiated"] and ws1["triggering_push_id"] == P2
+    assert not ws1["close_missing"] and not ws1["open_missing"]
+    ws2 = one(con, "SELECT * FROM sessions WHERE session_id = 'ws2'")
+    assert ws2["duration_s"] == 0 and ws2["ended_at"] == ws2["started_at"]
+    assert not ws2["close_missing"] and not ws2["push_initiated"]
+    ws3 = one(con, "SELECT * FROM sessions WHERE session_id = 'ws3'")
+    assert ws3["duration_s"] == 40 and ws3["push_initiated"]
+    web = one(con, "SELECT count(*) AS n, count(*) FILTER (WHERE close_missing) AS lost "
+                   "FROM sessions WHERE platform = 'WEB'")
+    assert (web["n"], web["lost"]) == (3, 0)
 
 
 def test_daily_active_channels(con):
     rows = con.execute("SELECT day::VARCHAR, platform, country, active_channels, new_channels, "
                        "opted_in_channels FROM daily_active_channels ORDER BY ALL").fetchall()
     # D1: IOS/US c1 (opened, screen), c3 (opened with push opt-in false); ANDROID/DE c2 (first open).
-    # D2: IOS/US c1 and c3 (expiration); ANDROID/DE c2 (custom). OLD: IOS/US c9.
+    # D2: IOS/US c1, c3 (expiration) and c6 (purchase); ANDROID/DE c2 (custom); WEB/FR w1, w2,
+    # w3; EMAIL e2 (open, click, API purchase), not e3 (delivered, bounced: Airship's reports,
+    # not e3's doing); SMS m1 (short link click), not m3 (a delivery report). OLD: IOS/US c9.
     assert rows == [
         (OLD, "IOS", "US", 1, 0, 1),
         (D1, "ANDROID", "DE", 1, 1, 1),
         (D1, "IOS", "US", 3, 0, 2),  # c1, c3 and c2's in-app display reported as IOS device
         (D2, "ANDROID", "DE", 1, 0, 1),
-        (D2, "IOS", "US", 2, 0, 2),
+        (D2, "EMAIL", "(none)", 1, 0, 0),
+        (D2, "IOS", "US", 3, 0, 3),
+        (D2, "SMS", "(none)", 1, 0, 0),
+        (D2, "WEB", "FR", 3, 0, 3),
     ]
 
 
 def test_custom_events_daily_keeps_the_late_event_in_its_day(con):
     rows = con.execute("SELECT day::VARCHAR, event_name, events, unique_channels, value_sum, "
-                       "conversions, conversion_value FROM custom_events_daily ORDER BY day").fetchall()
-    assert rows == [(OLD, "purchase", 1, 1, 1.0, 0, 0.0), (D2, "purchase", 2, 2, 15.0, 1, 10.0)]
+                       "conversions, conversion_value FROM custom_events_daily "
+                       "ORDER BY day, event_name").fetchall()
+    # D2 purchases: c1 (10, converted by push-1), c2 (5), e2 through the API (20, converted by
+    # push-2) and c6 (7, claims push-1, which never reached c6). Signups: w1 (converted by
+    # push-2) and w3 (not reached). Airship's email events (delivery, open, click, bounce,
+    # unsubscribe) and SMS delivery reports are no custom events: no rows of theirs.
+    assert rows == [(OLD, "purchase", 1, 1, 1.0, 0, 0.0),
+                    (D2, "purchase", 4, 4, 42.0, 2, 30.0),
+                    (D2, "signup", 2, 2, 0.0, 1, 0.0)]
 
 
 def test_in_app_funnel(con):

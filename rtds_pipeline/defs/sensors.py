@@ -87,6 +87,9 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
     stats = outcome.stats
     log = CommitLog(lake, source.key)
     mirrored = json.loads(context.cursor)["window_seq"] if context.cursor else 0
+    if not mirrored:
+        context.log.info(f"first tick of {source.key} on this Dagster instance: starting from the "
+                         "lake's commit log")
     new = log.since(mirrored) if mirrored else []
     latest = new[-1] if new else log.latest()
 

@@ -14,6 +14,7 @@ import duckdb
 from rtds_pipeline.warehouse.events import TABLES
 
 MART_DIR = Path(__file__).parent / "marts"
+MACROS = MART_DIR / "_macros.sql"  # shared by several marts; temporary, per connection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,7 @@ def marts_for(kinds: set[str]) -> list[Mart]:
 
 def refresh(con: duckdb.DuckDBPyConnection, mart: Mart, days: Sequence[str] = ()) -> int:
     """Rebuild the mart (or its `days`) in one transaction; returns the rows written."""
+    con.execute(MACROS.read_text())
     con.execute("BEGIN TRANSACTION")
     try:
         if mart.daily:

@@ -2,7 +2,9 @@
 -- Grain: one row per day (occurred date, UTC) × platform × app version × country.
 -- Refresh: per day partition ($days). Active = any event the device itself reported; sends,
 -- rejections, aborts, control, push bodies, decay uninstalls and subscription/consent
--- bookkeeping (SUBSCRIPTION, SUBSCRIPTION_LIST, FIRST_OPT_IN, CONTACT_CHANGE) are not activity.
+-- bookkeeping (SUBSCRIPTION, SUBSCRIPTION_LIST, FIRST_OPT_IN, CONTACT_CHANGE) are not activity,
+-- nor are Airship's reports on a message's fate (email delivery, injection, delay, bounce; SMS
+-- delivery reports: message_event in _macros.sql); an email opened or clicked, an SMS read is.
 -- New = FIRST_OPEN that day; opted in = the device reported push_opt_in = true that day.
 SELECT occurred_date AS day,
        device_type AS platform,
@@ -17,5 +19,8 @@ WHERE list_contains($days, occurred_date)
   AND channel IS NOT NULL AND device_type IS NOT NULL
   AND type NOT IN ('SEND', 'SEND_REJECTED', 'SEND_ABORTED', 'CONTROL', 'PUSH_BODY', 'UNINSTALL',
                    'SUBSCRIPTION', 'SUBSCRIPTION_LIST', 'FIRST_OPT_IN', 'CONTACT_CHANGE')
+  AND coalesce(message_event(device_type, raw) IN ('email_open', 'email_initial_open',
+                                                   'email_click', 'email_unsubscribe', 'sms_read'),
+               true)
 GROUP BY ALL
 ORDER BY ALL

@@ -1,13 +1,22 @@
--- push_performance: how each push did.
+-- push_performance: how each push did, on every channel kind it went to.
 -- Grain: one row per push and variant (push_id, group_id, variant_id). Refresh: full (opens,
 -- conversions and uninstalls of a push arrive on later days than its sends).
 -- Joins (rtds-protocol.md §7): PUSH_BODY.push_id = SEND.push_id = OPEN/CUSTOM.triggering_push.push_id;
 -- influenced opens carry the push in `last_delivered`, which Airship keeps for 12 hours.
 -- SEND_ABORTED and CONTROL carry no variant_id: they count on the push's row with variant NULL.
+-- App opens (OPEN) can only come from app channels: direct_open_rate = opening channels / sends
+-- to IOS, ANDROID and AMAZON (app_sends). Conversions: custom events (not Airship's email/SMS
+-- message events) whose triggering push was sent to their channel (a SEND of that push to that
+-- channel); converting_channels ≤ sends. Web, email and SMS engagement: WEB_CLICK; Airship's
+-- email events (delivery, open, click, bounce, unsubscribe) and SMS delivery reports
+-- (message_event in _macros.sql) by their triggering_push; SHORT_LINK_CLICK by push_id.
 WITH sent AS (
     SELECT push_id, TRY_CAST(raw->>'$.body.variant_id' AS INTEGER) AS variant_id,
            any_value(group_id) AS group_id,
            count(*) FILTER (WHERE type = 'SEND') AS sends,
+           count(*) FILTER (WHERE type = 'SEND' AND device_type IN ('IOS', 'ANDROID', 'AMAZON'))
+               AS app_sends,
+           histogram(device_type) FILTER (WHERE type = 'SEND') AS sends_by_platform,
            count(*) FILTER (WHERE type = 'SEND_REJECTED') AS rejections,
            count(*) FILTER (WHERE type = 'SEND_ABORTED') AS aborts,
            count(*) FILTER (WHERE type = 'CONTROL') AS control_group,
@@ -52,11 +61,45 @@ influenced AS (
       AND occurred - TRY_CAST(raw->>'$.body.last_delivered.time' AS TIMESTAMPTZ) <= INTERVAL 12 HOUR
     GROUP BY ALL
 ),
+reached AS (
+    SELECT DISTINCT push_id, channel FROM events
+    WHERE type = 'SEND' AND push_id IS NOT NULL AND channel IS NOT NULL
+),
 conversions AS (
-    SELECT triggering_push_id AS push_id,
-           TRY_CAST(raw->>'$.body.triggering_push.variant_id' AS INTEGER) AS variant_id,
-           count(*) AS conversions, sum(custom_event_value) AS conversion_value
-    FROM events WHERE type = 'CUSTOM' AND triggering_push_id IS NOT NULL GROUP BY ALL
+    SELECT c.triggering_push_id AS push_id,
+           TRY_CAST(c.raw->>'$.body.triggering_push.variant_id' AS INTEGER) AS variant_id,
+           count(*) AS conversions, count(DISTINCT c.channel) AS converting_channels,
+           sum(c.custom_event_value) AS conversion_value
+    FROM events c
+    SEMI JOIN reached r ON r.push_id = c.triggering_push_id AND r.channel = c.channel
+    WHERE c.type = 'CUSTOM' AND c.triggering_push_id IS NOT NULL
+      AND message_event(c.device_type, c.raw) IS NULL
+    GROUP BY ALL
+),
+engaged AS (
+    SELECT coalesce(triggering_push_id, push_id) AS push_id,
+           TRY_CAST(coalesce(raw->>'$.body.triggering_push.variant_id', raw->>'$.body.variant_id')
+                    AS INTEGER) AS variant_id,
+           CASE WHEN type = 'CUSTOM' THEN message_event(device_type, raw) ELSE type END AS what
+    FROM events
+    WHERE type IN ('WEB_CLICK', 'SHORT_LINK_CLICK')
+       OR (type = 'CUSTOM' AND triggering_push_id IS NOT NULL
+           AND message_event(device_type, raw) IS NOT NULL)
+),
+engagement AS (
+    SELECT push_id, variant_id,
+           count(*) FILTER (WHERE what = 'WEB_CLICK') AS web_clicks,
+           count(*) FILTER (WHERE what = 'email_delivery') AS email_deliveries,
+           count(*) FILTER (WHERE what = 'email_open') AS email_opens,
+           count(*) FILTER (WHERE what = 'email_click') AS email_clicks,
+           count(*) FILTER (WHERE what = 'email_bounce') AS email_bounces,
+           count(*) FILTER (WHERE what = 'email_unsubscribe') AS email_unsubscribes,
+           count(*) FILTER (WHERE what = 'sms_delivered') AS sms_delivered,
+           count(*) FILTER (WHERE what IN ('sms_failed', 'sms_undeliverable', 'sms_rejected',
+                                           'sms_expired', 'sms_aborted')) AS sms_failed,
+           count(*) FILTER (WHERE what = 'SHORT_LINK_CLICK') AS sms_link_clicks
+    FROM engaged WHERE push_id IS NOT NULL
+    GROUP BY ALL
 ),
 uninstalled AS (
     SELECT s.push_id, TRY_CAST(s.raw->>'$.body.variant_id' AS INTEGER) AS variant_id,
@@ -77,16 +120,29 @@ SELECT k.push_id, s.group_id, k.variant_id,
        p.categories, p.payload_trimmed,
        s.first_send_at,
        coalesce(s.sends, 0) AS sends,
+       s.sends_by_platform,
+       coalesce(s.app_sends, 0) AS app_sends,
        coalesce(s.rejections, 0) AS rejections, r.rejections_by_status,
        coalesce(s.aborts, 0) AS aborts, a.aborts_by_reason,
        coalesce(s.control_group, 0) AS control_group,
        coalesce(d.direct_opens, 0) AS direct_opens,
        coalesce(d.direct_open_channels, 0) AS direct_open_channels,
        coalesce(i.influenced_opens, 0) AS influenced_opens,
-       CASE WHEN s.sends > 0 THEN coalesce(d.direct_open_channels, 0) / s.sends END AS direct_open_rate,
+       CASE WHEN s.app_sends > 0 THEN coalesce(d.direct_open_channels, 0) / s.app_sends END
+           AS direct_open_rate,
        coalesce(un.uninstalls_24h, 0) AS uninstalls_24h,
        coalesce(c.conversions, 0) AS conversions,
-       coalesce(c.conversion_value, 0) AS conversion_value
+       coalesce(c.converting_channels, 0) AS converting_channels,
+       coalesce(c.conversion_value, 0) AS conversion_value,
+       coalesce(e.web_clicks, 0) AS web_clicks,
+       coalesce(e.email_deliveries, 0) AS email_deliveries,
+       coalesce(e.email_opens, 0) AS email_opens,
+       coalesce(e.email_clicks, 0) AS email_clicks,
+       coalesce(e.email_bounces, 0) AS email_bounces,
+       coalesce(e.email_unsubscribes, 0) AS email_unsubscribes,
+       coalesce(e.sms_delivered, 0) AS sms_delivered,
+       coalesce(e.sms_failed, 0) AS sms_failed,
+       coalesce(e.sms_link_clicks, 0) AS sms_link_clicks
 FROM pushes k
 LEFT JOIN sent s ON s.push_id = k.push_id AND s.variant_id IS NOT DISTINCT FROM k.variant_id
 LEFT JOIN rejected_by r ON r.push_id = k.push_id AND r.variant_id IS NOT DISTINCT FROM k.variant_id
@@ -95,5 +151,6 @@ LEFT JOIN payload p ON p.push_id = k.push_id
 LEFT JOIN direct d ON d.push_id = k.push_id AND d.variant_id IS NOT DISTINCT FROM k.variant_id
 LEFT JOIN influenced i ON i.push_id = k.push_id AND i.variant_id IS NOT DISTINCT FROM k.variant_id
 LEFT JOIN conversions c ON c.push_id = k.push_id AND c.variant_id IS NOT DISTINCT FROM k.variant_id
+LEFT JOIN engagement e ON e.push_id = k.push_id AND e.variant_id IS NOT DISTINCT FROM k.variant_id
 LEFT JOIN uninstalled un ON un.push_id = k.push_id AND un.variant_id IS NOT DISTINCT FROM k.variant_id
 ORDER BY s.first_send_at NULLS LAST, k.push_id, k.variant_id

@@ -1,31 +1,52 @@
--- sessions: one row per app session.
+-- sessions: one row per app or web session.
 -- Grain: session_id. Refresh: full (a session can span midnight, and its CLOSE is latent: sent
 -- when the app next becomes active, often on a later day).
--- A session whose CLOSE never came is kept with ended_at NULL and close_missing = true; its
--- duration is not invented. Device clocks can put a CLOSE before its OPEN: such a session is
--- kept and marked clock_anomaly, with no duration. push_initiated: its OPEN carries a
--- triggering_push.
-WITH s AS (
+-- App sessions (IOS, ANDROID, AMAZON) start at OPEN and end at CLOSE. A session whose CLOSE never
+-- came is kept with ended_at NULL and close_missing = true; its duration is not invented. Device
+-- clocks can put a CLOSE before its OPEN: such a session is kept and marked clock_anomaly, with
+-- no duration.
+-- Web sessions (WEB) start at WEB_SESSION. Web has no CLOSE: a web session ends at its last
+-- event (a SCREEN_VIEWED or CUSTOM with its session_id), so its duration is last event −
+-- WEB_SESSION (0 when nothing followed), and close_missing is false (nothing is missing).
+-- open_missing: no OPEN / WEB_SESSION came; the session then starts at its first event.
+-- push_initiated: its OPEN or WEB_SESSION carries a triggering_push.
+-- Airship's email/SMS message events can carry a session_id (message_event in _macros.sql):
+-- they belong to no app or web session.
+WITH ev AS (
+    SELECT session_id, channel, device_type, type, occurred, triggering_push_id
+    FROM events
+    WHERE session_id IS NOT NULL
+      AND type IN ('OPEN', 'CLOSE', 'WEB_SESSION', 'SCREEN_VIEWED', 'CUSTOM')
+      AND message_event(device_type, raw) IS NULL
+),
+s AS (
     SELECT session_id,
            any_value(channel) AS channel,
            any_value(device_type) AS platform,
-           coalesce(min(occurred) FILTER (WHERE type = 'OPEN'), min(occurred)) AS started_at,
-           max(occurred) FILTER (WHERE type = 'CLOSE') AS ended_at,
+           bool_or(type = 'WEB_SESSION' OR device_type = 'WEB') AS web,
+           coalesce(min(occurred) FILTER (WHERE type IN ('OPEN', 'WEB_SESSION')), min(occurred))
+               AS started_at,
+           max(occurred) AS last_event_at,
+           max(occurred) FILTER (WHERE type = 'CLOSE') AS closed_at,
            count(*) FILTER (WHERE type = 'SCREEN_VIEWED') AS screens_viewed,
            count(*) FILTER (WHERE type = 'CUSTOM') AS custom_events,
-           coalesce(bool_or(type = 'OPEN' AND triggering_push_id IS NOT NULL), false) AS push_initiated,
-           any_value(triggering_push_id) FILTER (WHERE type = 'OPEN') AS triggering_push_id,
-           count(*) FILTER (WHERE type = 'CLOSE') = 0 AS close_missing,
-           count(*) FILTER (WHERE type = 'OPEN') = 0 AS open_missing,
+           coalesce(bool_or(type IN ('OPEN', 'WEB_SESSION') AND triggering_push_id IS NOT NULL),
+                    false) AS push_initiated,
+           any_value(triggering_push_id) FILTER (WHERE type IN ('OPEN', 'WEB_SESSION'))
+               AS triggering_push_id,
+           count(*) FILTER (WHERE type = 'CLOSE') = 0 AS no_close,
+           count(*) FILTER (WHERE type IN ('OPEN', 'WEB_SESSION')) = 0 AS open_missing,
            count(*) AS events
-    FROM events
-    WHERE session_id IS NOT NULL
-      AND type IN ('OPEN', 'CLOSE', 'SCREEN_VIEWED', 'CUSTOM')
+    FROM ev
     GROUP BY session_id
+),
+ended AS (
+    SELECT *, CASE WHEN web THEN last_event_at ELSE closed_at END AS ended_at FROM s
 )
 SELECT session_id, channel, platform, started_at, ended_at,
        CASE WHEN ended_at >= started_at THEN epoch(ended_at - started_at) END AS duration_s,
        screens_viewed, custom_events, push_initiated, triggering_push_id,
-       close_missing, open_missing, coalesce(ended_at < started_at, false) AS clock_anomaly, events
-FROM s
+       no_close AND NOT web AS close_missing, open_missing,
+       coalesce(ended_at < started_at, false) AS clock_anomaly, events
+FROM ended
 ORDER BY started_at, session_id
