@@ -157,6 +157,44 @@ def _lake_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhook(args: argparse.Namespace) -> int:
+    import logging
+
+    from rtds_pipeline.allocator import return_memory_promptly
+    from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.settings import SettingsError, load_settings
+    from rtds_pipeline.webhook.config import load_webhook_config
+    from rtds_pipeline.webhook.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        hooks = [s for s in settings.sources if s.webhook]
+        if args.source:
+            source = settings.source(args.source)
+            if not source.webhook:
+                raise SettingsError(f"source {args.source!r} is of kind {source.kind!r}, not "
+                                    "'webhook'")
+        elif hooks:
+            source = hooks[0]
+        else:
+            raise SettingsError("no webhook source is configured: add `[[sources]] name = \"…\" "
+                                "kind = \"webhook\"` to RTDS_SOURCES_FILE, or set "
+                                "RTDS_WEBHOOK_SOURCE=NAME")
+        override = {k: v for k, v in (("tls_cert", args.tls_cert), ("tls_key", args.tls_key),
+                                      ("path", args.path)) if v}
+        config = load_webhook_config(**override)
+        config.check_exposure(args.host)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return_memory_promptly()
+    scheme = "https" if config.tls_cert else "http"
+    print(f"webhook receiver for source {source.key!r}: POST "
+          f"{scheme}://{args.host}:{args.port}{config.path} → {settings.lake_url}", flush=True)
+    return serve(open_lake(settings.lake_url), source.key, config, args.host, args.port)
+
+
 def _sql(args: argparse.Namespace) -> int:
     import csv
 
@@ -214,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--follow", action="store_true", help="read windows until interrupted")
     ing.add_argument("--max-seconds", type=float, help="cap of one window (RTDS_WINDOW_SECONDS)")
     ing.set_defaults(func=_ingest)
+
+    wh = sub.add_parser("webhook", help="receive Airship's webhook POSTs into the lake")
+    wh.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other hosts (needs "
+                    "RTDS_WEBHOOK_BASIC or RTDS_WEBHOOK_HEADERS)")
+    wh.add_argument("--port", type=int, default=8718)
+    wh.add_argument("--source", help="webhook source name (default: the first of kind webhook)")
+    wh.add_argument("--path", help="the POST path (RTDS_WEBHOOK_PATH, default /webhook)")
+    wh.add_argument("--tls-cert", help="certificate chain (PEM) for HTTPS (RTDS_WEBHOOK_TLS_CERT)")
+    wh.add_argument("--tls-key", help="its private key (PEM) (RTDS_WEBHOOK_TLS_KEY)")
+    wh.set_defaults(func=_webhook)
 
     lake = sub.add_parser("lake", help="inspect the landing zone")
     lake_sub = lake.add_subparsers(dest="lake_command", required=True)
