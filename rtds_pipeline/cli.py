@@ -20,6 +20,7 @@ from rtds_pipeline.testserver.config import (
 
 if TYPE_CHECKING:
     from rtds_pipeline.stream.reader import WindowStats
+    from rtds_pipeline.testserver.webhook_sender import WebhookOptions
 
 
 def _testserver(args: argparse.Namespace) -> int:
@@ -32,9 +33,14 @@ def _testserver(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cache = Path(os.environ.get("RTDS_CACHE_DIR", Path.home() / ".cache" / "rtds_pipeline"))
+    try:
+        webhook = _webhook_options(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = ServerOptions(host=args.host, port=args.port, seed=args.seed, rate=args.rate,
                             backlog=args.backlog, quirks=Quirks() if args.quirks else Quirks.none(),
-                            cache_dir=cache if args.backlog >= 100_000 else None)
+                            cache_dir=cache if args.backlog >= 100_000 else None, webhook=webhook)
     server = TestServer(options, config)
     if args.backlog:
         print(f"building a backlog of {args.backlog:,} events (seed {args.seed}) …", flush=True)
@@ -48,11 +54,34 @@ def _testserver(args: argparse.Namespace) -> int:
           f"  public test credential (basic): sample_connection:sample_connection\n"
           f"  live rate {args.rate:g} events/s, backlog {len(server.log()):,} events; "
           f"admin: /admin/stats, /admin/faults, /admin/ground-truth", flush=True)
+    if webhook:
+        print(f"  webhook:    POSTs batches of {webhook.batch} to {webhook.url.split('?')[0]} "
+              f"({webhook.concurrency} in flight); /admin/webhook", flush=True)
     try:
         asyncio.run(server.serve())
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _webhook_options(args: argparse.Namespace) -> WebhookOptions | None:
+    """The test server's Airship-style webhook sender, from `--webhook-*` flags."""
+    from rtds_pipeline.testserver.webhook_sender import WebhookOptions, parse_header
+
+    if not args.webhook_url:
+        return None
+    basic = None
+    if args.webhook_basic:
+        user, sep, password = args.webhook_basic.partition(":")
+        if not sep:
+            raise ValueError("--webhook-basic must be user:password")
+        basic = (user, password)
+    types = (frozenset(t.strip().upper() for t in args.webhook_types.split(",") if t.strip())
+             if args.webhook_types else None)
+    return WebhookOptions(url=args.webhook_url, batch=args.webhook_batch,
+                          headers=tuple(parse_header(h) for h in args.webhook_header),
+                          basic=basic, types=types, concurrency=args.webhook_concurrency,
+                          ca_file=args.webhook_ca)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -243,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
                     f"master secret {DEFAULT_MASTER_SECRET}")
     ts.add_argument("--no-quirks", dest="quirks", action="store_false",
                     help="no duplicates, late or skewed events, unknown types or fields")
+    ts.add_argument("--webhook-url", help="also POST the events to this URL, as Airship's webhook "
+                    "integration does (retried until a 2xx; acked events marked in ground truth)")
+    ts.add_argument("--webhook-batch", type=int, default=10, choices=(1, 5, 10, 15, 20, 30, 50, 100),
+                    help="events per POST (1: a single object, else an array; default 10)")
+    ts.add_argument("--webhook-header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="a custom header sent with every POST (repeatable)")
+    ts.add_argument("--webhook-basic", metavar="USER:PASSWORD", help="basic authorization")
+    ts.add_argument("--webhook-types", metavar="T1,T2", help="send only these event types")
+    ts.add_argument("--webhook-concurrency", type=int, default=8, help="POSTs in flight (default 8)")
+    ts.add_argument("--webhook-ca", help="trust this CA/certificate file (a self-signed receiver)")
     ts.set_defaults(func=_testserver)
 
     ing = sub.add_parser("ingest", help="read stream windows and commit them to the lake")
