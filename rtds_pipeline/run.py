@@ -21,6 +21,7 @@ from rtds_pipeline.settings import load_settings
 ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", "8717"))
 UI_PORT = int(os.environ.get("RTDS_UI_PORT", "3000"))
+WEBHOOK_PORT = int(os.environ.get("RTDS_WEBHOOK_PORT", "8718"))
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -51,6 +52,24 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _start_webhook(env: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> list[str] | None:
+    """RTDS_WEBHOOK=1: also run the webhook receiver (source `webhook`, loopback, no auth; the
+    source is in `env`, so Dagster sees it too) and make the test server POST its events to it as
+    Airship's webhook integration would. Returns the test server's extra arguments ([] without
+    RTDS_WEBHOOK=1), or None if the receiver did not start."""
+    if os.environ.get("RTDS_WEBHOOK") != "1":
+        return []
+    env.setdefault("RTDS_WEBHOOK_SOURCE", "webhook")
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "rtds_pipeline.cli", "webhook", "--port", str(WEBHOOK_PORT)],
+        cwd=ROOT, env=env, start_new_session=True)
+    procs.append(receiver)
+    if not wait_http(f"http://127.0.0.1:{WEBHOOK_PORT}/healthz", receiver, 120):
+        return None
+    return ["--webhook-url", f"http://127.0.0.1:{WEBHOOK_PORT}/webhook",
+            "--webhook-batch", os.environ.get("RTDS_WEBHOOK_BATCH", "10")]
+
+
 def main() -> int:
     # Started from a script with `&`, SIGINT arrives ignored and children would inherit that (and
     # `dagster dev` maps SIGTERM onto it): install handlers so SIGINT/SIGTERM stop everything.
@@ -67,11 +86,16 @@ def main() -> int:
     }
     procs: list[subprocess.Popen[bytes]] = []
     try:
+        webhook_args = _start_webhook(env, procs)
+        if webhook_args is None:
+            print("the webhook receiver did not start; see its output above", file=sys.stderr)
+            return 1
         server = subprocess.Popen(
             [sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port", str(PORT),
              "--rate", os.environ.get("RTDS_TESTSERVER_RATE", "200"),
              "--backlog", os.environ.get("RTDS_TESTSERVER_BACKLOG", "50000"),
-             *(["--no-quirks"] if os.environ.get("RTDS_TESTSERVER_QUIRKS") == "0" else [])],
+             *(["--no-quirks"] if os.environ.get("RTDS_TESTSERVER_QUIRKS") == "0" else []),
+             *webhook_args],
             cwd=ROOT, start_new_session=True)
         procs.append(server)
         if not wait_http(f"http://127.0.0.1:{PORT}/admin/stats", server, 180):
