@@ -376,8 +376,9 @@ def test_slow_heads_and_bodies_are_cut(receivers):
 @pytest.mark.slow
 def test_kill_9_at_random_points_loses_nothing(receivers):
     """SIGKILL the receiver again and again while the sender POSTs; the sender retries what was
-    not acknowledged. Every acknowledged event is in a committed window; redeliveries of batches
-    whose commit happened but whose answer was lost land again (deduplicated downstream)."""
+    not acknowledged. Every acknowledged event is in a committed window. Half the kills come at
+    a random moment, half the instant a new commit record appears: then the window is committed
+    but its answers are (mostly) not sent, and the sender's redelivery lands it again."""
     receiver = receivers(env={"RTDS_WEBHOOK_COMMIT_QUIET": "0.05"})
     server = sending_server(sender_options(receiver.url, batch=20, concurrency=8), backlog=12_000)
     rng = random.Random(17)
@@ -385,20 +386,26 @@ def test_kill_9_at_random_points_loses_nothing(receivers):
     try:
         lake = receiver.lake()
         log = CommitLog(lake, SOURCE)
-        for _ in range(6):
+        records = Path(lake.path("_commits", f"source={SOURCE}"))
+        for i in range(8):
             acked = sender_state(server, "batches_acked")
             goal = acked + rng.randrange(1, 30)
             wait_until(lambda g=goal: sender_state(server, "batches_acked") >= g
                        or sender_state(server, "caught_up"), "acknowledgements")
             if sender_state(server, "caught_up"):
                 break
-            time.sleep(rng.uniform(0, 0.15))  # the fault's timing, drawn at random
+            if i % 2:
+                time.sleep(rng.uniform(0, 0.15))  # the fault's timing, drawn at random
+            else:
+                seen, deadline = _records(records), time.monotonic() + 120
+                while _records(records) == seen:  # no sleep: the kill must follow the commit
+                    assert receiver.proc.poll() is None and time.monotonic() < deadline
             receiver.kill()
             kills += 1
             receiver.start()
         wait_until(lambda: sender_state(server, "caught_up"), "the sender to catch up")
         rows, copies = reconcile(server, lake, server.webhook.options.admits)
-        assert kills >= 3
+        assert kills >= 4
         responses = sender_state(server, "responses")
         assert sum(v for k, v in responses.items() if k != "200") > 0, "no request failed"
         assert log.latest().window_seq == len(log.sequences()), "gaps in the commit log"
@@ -408,6 +415,13 @@ def test_kill_9_at_random_points_loses_nothing(receivers):
         assert sum(copies.values()) == len(rows)
     finally:
         server.stop()
+
+
+def _records(folder: Path) -> int:
+    try:
+        return sum(1 for name in os.listdir(folder) if name.endswith(".json"))
+    except FileNotFoundError:
+        return 0
 
 
 def test_a_failed_commit_is_answered_503_and_the_next_one_lands(receivers):
