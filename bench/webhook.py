@@ -41,8 +41,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per phase")
     ap.add_argument("--runs", type=int, default=3, help="runs of every phase (medians reported)")
     ap.add_argument("--batch-connections", default="16,64", help="connections, 100-event phases")
-    ap.add_argument("--single-connections", default="64,256", help="connections, 1-event phases")
+    ap.add_argument("--single-connections", default="64,256,512", help="connections, 1-event phases")
     ap.add_argument("--port", type=int, default=8738)
+    ap.add_argument("--commit-quiet", type=float, help="RTDS_WEBHOOK_COMMIT_QUIET (default: the "
+                    "production default)")
     args = ap.parse_args()
     tmp = Path(scratch_dir("bench-webhook-"))
     lake = tmp / "lake"
@@ -51,6 +53,8 @@ def main() -> int:
     env.pop("RTDS_SOURCES_FILE", None)
     for key in [k for k in env if k.startswith("RTDS_WEBHOOK_COMMIT")]:
         del env[key]  # the production defaults
+    if args.commit_quiet:
+        env["RTDS_WEBHOOK_COMMIT_QUIET"] = str(args.commit_quiet)
     receiver = subprocess.Popen(
         [sys.executable, "-m", "rtds_pipeline.cli", "webhook", "--port", str(args.port)],
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "receiver.log", "wb"))
@@ -72,13 +76,15 @@ def main() -> int:
                 marks = {}
                 for line in client.stdout:  # the client says when the measured span starts/ends
                     if line.strip() in ("measuring", "measured"):
-                        marks[line.strip()] = (time.monotonic(), sum(proc.cpu_times()[:2]))
+                        marks[line.strip()] = (time.monotonic(), sum(proc.cpu_times()[:2]),
+                                               _next_window(args.port))
                     elif line.startswith("{"):
                         result = json.loads(line)
                 if client.wait() != 0:
                     raise RuntimeError(f"the load generator failed ({client.returncode})")
-                (t0, c0), (t1, c1) = marks["measuring"], marks["measured"]
+                (t0, c0, w0), (t1, c1, w1) = marks["measuring"], marks["measured"]
                 result["receiver_cpu"] = (c1 - c0) / (t1 - t0)
+                result["windows_per_s"] = (w1 - w0) / (t1 - t0)
                 results[f"{name}-{conns}"].append(result)
                 print(f"run {run + 1} {name}-{conns}: {_line(result)}", flush=True)
     finally:
@@ -90,14 +96,16 @@ def main() -> int:
     print(f"\nevents acknowledged (all runs, warm-ups included) {acked:,}; "
           f"in committed windows {landed:,}")
     print("\n| phase | connections | events/s | requests/s | ack p50 ms | ack p95 ms | ack max ms "
-          "| receiver CPU | non-2xx |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| windows/s | receiver CPU | non-2xx |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (name, _, conns), rs in zip(phases, results.values(), strict=True):
         med = {k: statistics.median(r[k] for r in rs) for k in
-               ("events_per_s", "requests_per_s", "p50_ms", "p95_ms", "max_ms", "receiver_cpu")}
+               ("events_per_s", "requests_per_s", "p50_ms", "p95_ms", "max_ms", "windows_per_s",
+                "receiver_cpu")}
         print(f"| {name} | {conns} | {med['events_per_s']:,.0f} | {med['requests_per_s']:,.0f} | "
               f"{med['p50_ms']:,.0f} | {med['p95_ms']:,.0f} | {med['max_ms']:,.0f} | "
-              f"{med['receiver_cpu']:.0%} | {sum(r['errors'] for r in rs)} |")
+              f"{med['windows_per_s']:.1f} | {med['receiver_cpu']:.0%} | "
+              f"{sum(r['errors'] for r in rs)} |")
     if landed < acked:
         print("ERROR: acknowledged events are missing from the lake", file=sys.stderr)
         return 1
@@ -108,6 +116,11 @@ def _line(r: dict) -> str:
     return (f"{r['events_per_s']:,.0f} events/s, {r['requests_per_s']:,.0f} requests/s, ack p50 "
             f"{r['p50_ms']:,.0f} ms p95 {r['p95_ms']:,.0f} ms, receiver CPU "
             f"{r['receiver_cpu']:.0%}, {r['errors']} non-2xx")
+
+
+def _next_window(port: int) -> int:
+    import httpx
+    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).json()["next_window"]
 
 
 def _load() -> str:
