@@ -40,8 +40,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per phase")
     ap.add_argument("--runs", type=int, default=3, help="runs of every phase (medians reported)")
-    ap.add_argument("--batch-connections", default="16,64", help="connections, 100-event phases")
-    ap.add_argument("--single-connections", default="64,256,512", help="connections, 1-event phases")
+    ap.add_argument("--batch-connections", default="1,16,64", help="connections, 100-event phases")
+    ap.add_argument("--single-connections", default="1,64,256,512", help="connections, 1-event phases")
     ap.add_argument("--port", type=int, default=8738)
     ap.add_argument("--commit-quiet", type=float, help="RTDS_WEBHOOK_COMMIT_QUIET (default: the "
                     "production default)")

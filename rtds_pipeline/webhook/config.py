@@ -22,7 +22,7 @@ class CommitPolicy:
     these bound the ack latency as well as the number of windows (files) per day."""
 
     max_seconds: float = 1.0  # a window closes at most this long after its first request
-    quiet_seconds: float = 0.1  # … or once no request has joined it for this long
+    quiet_seconds: float = 0.02  # … or once no request has joined it for this long
     max_events: int = 10_000  # … or once it holds this many events
     max_bytes: int = 64 << 20  # … or this many body bytes
     # Requests waiting beyond this many body bytes (windows being committed or open) get 503:
