@@ -67,7 +67,8 @@ def _start_webhook(env: dict[str, str], procs: list[subprocess.Popen[bytes]]) ->
     if not wait_http(f"http://127.0.0.1:{WEBHOOK_PORT}/healthz", receiver, 120):
         return None
     return ["--webhook-url", f"http://127.0.0.1:{WEBHOOK_PORT}/webhook",
-            "--webhook-batch", os.environ.get("RTDS_WEBHOOK_BATCH", "10")]
+            # 100, not Airship's default 10: at 200 events/s, 2 windows a second instead of ~18
+            "--webhook-batch", os.environ.get("RTDS_WEBHOOK_BATCH", "100")]
 
 
 def main() -> int:
