@@ -64,26 +64,6 @@ def _testserver(args: argparse.Namespace) -> int:
     return 0
 
 
-def _webhook_options(args: argparse.Namespace) -> WebhookOptions | None:
-    """The test server's Airship-style webhook sender, from `--webhook-*` flags."""
-    from rtds_pipeline.testserver.webhook_sender import WebhookOptions, parse_header
-
-    if not args.webhook_url:
-        return None
-    basic = None
-    if args.webhook_basic:
-        user, sep, password = args.webhook_basic.partition(":")
-        if not sep:
-            raise ValueError("--webhook-basic must be user:password")
-        basic = (user, password)
-    types = (frozenset(t.strip().upper() for t in args.webhook_types.split(",") if t.strip())
-             if args.webhook_types else None)
-    return WebhookOptions(url=args.webhook_url, batch=args.webhook_batch,
-                          headers=tuple(parse_header(h) for h in args.webhook_header),
-                          basic=basic, types=types, concurrency=args.webhook_concurrency,
-                          ca_file=args.webhook_ca)
-
-
 def _ingest(args: argparse.Namespace) -> int:
     from rtds_pipeline.ingest import ingest_window, limits_from
     from rtds_pipeline.lake.storage import open_lake
@@ -186,6 +166,56 @@ def _lake_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sql(args: argparse.Namespace) -> int:
+    import csv
+
+    import duckdb
+
+    from rtds_pipeline.settings import load_settings
+    from rtds_pipeline.warehouse.store import Warehouse
+
+    query = args.query if args.query != "-" else sys.stdin.read()
+    try:
+        con = Warehouse(args.warehouse or load_settings().warehouse_path).reader()
+    except FileNotFoundError as exc:
+        print(f"rtds-pipeline sql: {exc}", file=sys.stderr)
+        return 1
+    try:
+        rel = con.sql(query)
+    except duckdb.Error as exc:
+        print(f"rtds-pipeline sql: the query failed: {exc}", file=sys.stderr)
+        return 1
+    if rel is None:
+        return 0
+    if args.csv:
+        out = csv.writer(sys.stdout)
+        out.writerow(rel.columns)
+        out.writerows(rel.fetchall())
+    else:
+        rel.show(max_rows=args.max_rows, max_width=10_000)
+    return 0
+
+
+def _webhook_options(args: argparse.Namespace) -> WebhookOptions | None:
+    """The test server's Airship-style webhook sender, from `--webhook-*` flags."""
+    from rtds_pipeline.testserver.webhook_sender import WebhookOptions, parse_header
+
+    if not args.webhook_url:
+        return None
+    basic = None
+    if args.webhook_basic:
+        user, sep, password = args.webhook_basic.partition(":")
+        if not sep:
+            raise ValueError("--webhook-basic must be user:password")
+        basic = (user, password)
+    types = (frozenset(t.strip().upper() for t in args.webhook_types.split(",") if t.strip())
+             if args.webhook_types else None)
+    return WebhookOptions(url=args.webhook_url, batch=args.webhook_batch,
+                          headers=tuple(parse_header(h) for h in args.webhook_header),
+                          basic=basic, types=types, concurrency=args.webhook_concurrency,
+                          ca_file=args.webhook_ca)
+
+
 def _webhook(args: argparse.Namespace) -> int:
     import logging
 
@@ -222,36 +252,6 @@ def _webhook(args: argparse.Namespace) -> int:
     print(f"webhook receiver for source {source.key!r}: POST "
           f"{scheme}://{args.host}:{args.port}{config.path} → {settings.lake_url}", flush=True)
     return serve(open_lake(settings.lake_url), source.key, config, args.host, args.port)
-
-
-def _sql(args: argparse.Namespace) -> int:
-    import csv
-
-    import duckdb
-
-    from rtds_pipeline.settings import load_settings
-    from rtds_pipeline.warehouse.store import Warehouse
-
-    query = args.query if args.query != "-" else sys.stdin.read()
-    try:
-        con = Warehouse(args.warehouse or load_settings().warehouse_path).reader()
-    except FileNotFoundError as exc:
-        print(f"rtds-pipeline sql: {exc}", file=sys.stderr)
-        return 1
-    try:
-        rel = con.sql(query)
-    except duckdb.Error as exc:
-        print(f"rtds-pipeline sql: the query failed: {exc}", file=sys.stderr)
-        return 1
-    if rel is None:
-        return 0
-    if args.csv:
-        out = csv.writer(sys.stdout)
-        out.writerow(rel.columns)
-        out.writerows(rel.fetchall())
-    else:
-        rel.show(max_rows=args.max_rows, max_width=10_000)
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
