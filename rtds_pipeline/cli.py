@@ -33,15 +33,17 @@ def _testserver(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cache = Path(os.environ.get("RTDS_CACHE_DIR", Path.home() / ".cache" / "rtds_pipeline"))
+    options = ServerOptions(host=args.host, port=args.port, seed=args.seed, rate=args.rate,
+                            backlog=args.backlog, quirks=Quirks() if args.quirks else Quirks.none(),
+                            cache_dir=cache if args.backlog >= 100_000 else None)
+    server = TestServer(options, config)
     try:
         webhook = _webhook_options(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    options = ServerOptions(host=args.host, port=args.port, seed=args.seed, rate=args.rate,
-                            backlog=args.backlog, quirks=Quirks() if args.quirks else Quirks.none(),
-                            cache_dir=cache if args.backlog >= 100_000 else None, webhook=webhook)
-    server = TestServer(options, config)
+    if webhook:
+        server.send_webhooks(webhook)
     if args.backlog:
         print(f"building a backlog of {args.backlog:,} events (seed {args.seed}) …", flush=True)
     server.build_backlog()

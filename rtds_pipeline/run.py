@@ -93,10 +93,10 @@ def main() -> int:
             return 1
         server = subprocess.Popen(
             [sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port", str(PORT),
+             *webhook_args,
              "--rate", os.environ.get("RTDS_TESTSERVER_RATE", "200"),
              "--backlog", os.environ.get("RTDS_TESTSERVER_BACKLOG", "50000"),
-             *(["--no-quirks"] if os.environ.get("RTDS_TESTSERVER_QUIRKS") == "0" else []),
-             *webhook_args],
+             *(["--no-quirks"] if os.environ.get("RTDS_TESTSERVER_QUIRKS") == "0" else [])],
             cwd=ROOT, start_new_session=True)
         procs.append(server)
         if not wait_http(f"http://127.0.0.1:{PORT}/admin/stats", server, 180):

@@ -152,8 +152,8 @@ def sender_options(url: str, **kw) -> WebhookOptions:
 
 def sending_server(options: WebhookOptions, backlog: int, seed: int = 7,
                    quirks: Quirks | None = None) -> TestServer:
-    return TestServer(ServerOptions(port=0, backlog=backlog, seed=seed, webhook=options,
-                                    quirks=quirks or Quirks())).start()
+    return TestServer(ServerOptions(port=0, backlog=backlog, seed=seed,
+                                    quirks=quirks or Quirks())).send_webhooks(options).start()
 
 
 def sender_state(server: TestServer, attr: str):

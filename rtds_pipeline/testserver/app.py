@@ -65,7 +65,6 @@ class ServerOptions:
     population: int = 2000
     cache_dir: Path | None = None
     empty_apps: frozenset[str] = frozenset()  # apps that have no data yet (404)
-    webhook: WebhookOptions | None = None  # also POST the default app's events, as Airship does
 
 
 class TestServer:
@@ -93,6 +92,7 @@ class TestServer:
         self._ready = threading.Event()
         self._writers: set[asyncio.StreamWriter] = set()
         self.webhook: WebhookSender | None = None
+        self._webhook_options: WebhookOptions | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -120,8 +120,8 @@ class TestServer:
             self._connection, self.options.host, self.options.port, limit=http.MAX_HEADER_BYTES)
         live = asyncio.create_task(self._live()) if self.options.rate > 0 else None
         sender = None
-        if self.options.webhook is not None:
-            self.webhook = WebhookSender(self.log(), self.options.webhook)
+        if self._webhook_options is not None:
+            self.webhook = WebhookSender(self.log(), self._webhook_options)
             sender = asyncio.create_task(self.webhook.run())
         self._ready.set()
         try:
@@ -137,6 +137,12 @@ class TestServer:
             for w in list(self._writers):
                 w.transport.abort()
             await self._server.wait_closed()
+
+    def send_webhooks(self, options: WebhookOptions) -> TestServer:
+        """Also POST the default app's events as Airship's webhook integration does, from
+        `serve()`/`start()` on (call before)."""
+        self._webhook_options = options
+        return self
 
     def start(self) -> TestServer:
         """Run in a background thread; returns once the port is open."""
