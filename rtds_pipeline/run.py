@@ -21,7 +21,6 @@ from rtds_pipeline.settings import load_settings
 ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", "8717"))
 UI_PORT = int(os.environ.get("RTDS_UI_PORT", "3000"))
-WEBHOOK_PORT = int(os.environ.get("RTDS_WEBHOOK_PORT", "8718"))
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -48,10 +47,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _start_webhook(env: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> list[str] | None:
     """RTDS_WEBHOOK=1: also run the webhook receiver (source `webhook`, loopback, no auth; the
     source is in `env`, so Dagster sees it too) and make the test server POST its events to it as
@@ -59,16 +54,21 @@ def _start_webhook(env: dict[str, str], procs: list[subprocess.Popen[bytes]]) ->
     RTDS_WEBHOOK=1), or None if the receiver did not start."""
     if os.environ.get("RTDS_WEBHOOK") != "1":
         return []
+    port = int(os.environ.get("RTDS_WEBHOOK_PORT", "8718"))
     env.setdefault("RTDS_WEBHOOK_SOURCE", "webhook")
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "rtds_pipeline.cli", "webhook", "--port", str(WEBHOOK_PORT)],
+        [sys.executable, "-m", "rtds_pipeline.cli", "webhook", "--port", str(port)],
         cwd=ROOT, env=env, start_new_session=True)
     procs.append(receiver)
-    if not wait_http(f"http://127.0.0.1:{WEBHOOK_PORT}/healthz", receiver, 120):
+    if not wait_http(f"http://127.0.0.1:{port}/healthz", receiver, 120):
         return None
-    return ["--webhook-url", f"http://127.0.0.1:{WEBHOOK_PORT}/webhook",
+    return ["--webhook-url", f"http://127.0.0.1:{port}/webhook",
             # 100, not Airship's default 10: at 200 events/s, 2 windows a second instead of ~18
             "--webhook-batch", os.environ.get("RTDS_WEBHOOK_BATCH", "100")]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
