@@ -338,10 +338,14 @@ def test_bad_requests_are_answered_and_kept(receivers):
             assert r.status_code == 405 and r.headers["allow"] == "POST", method
         assert client.post(receiver.url.replace("/webhook", "/elsewhere"), content=b"[]",
                            headers=authed()).status_code == 404
-    assert sorted(r["id"] for r in landed_rows(lake)) == ["m1", "m2", "s1"]
+    rows = {r["id"]: r for r in landed_rows(lake)}
+    assert sorted(rows) == ["m1", "m2", "s1"]
+    # positions count every element of the window in arrival order, dead or landed
+    assert (rows["m1"]["window_pos"], rows["m2"]["window_pos"]) == (0, 5)
     dead = dead_letters(lake)
     assert [d["raw"] for d in dead] == ['[{"id": "x1", oops', '"hello"', "7", "null", '["x"]',
                                         '{"type":"OPEN","offset":"1000000000012"}']
+    assert [d["position"] for d in dead[2:]] == [1, 2, 3, 4]
     assert all(d["error"] for d in dead)
 
 
