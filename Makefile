@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.freshness
+	$(BIN)/python -m bench.webhook
 
 clean:
 	rm -rf $(VENV) data

@@ -20,6 +20,7 @@ from rtds_pipeline.testserver.config import (
 
 if TYPE_CHECKING:
     from rtds_pipeline.stream.reader import WindowStats
+    from rtds_pipeline.testserver.webhook_sender import WebhookOptions
 
 
 def _testserver(args: argparse.Namespace) -> int:
@@ -36,6 +37,13 @@ def _testserver(args: argparse.Namespace) -> int:
                             backlog=args.backlog, quirks=Quirks() if args.quirks else Quirks.none(),
                             cache_dir=cache if args.backlog >= 100_000 else None)
     server = TestServer(options, config)
+    try:
+        webhook = _webhook_options(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if webhook:
+        server.send_webhooks(webhook)
     if args.backlog:
         print(f"building a backlog of {args.backlog:,} events (seed {args.seed}) …", flush=True)
     server.build_backlog()
@@ -48,6 +56,9 @@ def _testserver(args: argparse.Namespace) -> int:
           f"  public test credential (basic): sample_connection:sample_connection\n"
           f"  live rate {args.rate:g} events/s, backlog {len(server.log()):,} events; "
           f"admin: /admin/stats, /admin/faults, /admin/ground-truth", flush=True)
+    if webhook:
+        print(f"  webhook:    POSTs batches of {webhook.batch} to {webhook.url.split('?')[0]} "
+              f"({webhook.concurrency} in flight); /admin/webhook", flush=True)
     try:
         asyncio.run(server.serve())
     except KeyboardInterrupt:
@@ -190,6 +201,64 @@ def _sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhook_options(args: argparse.Namespace) -> WebhookOptions | None:
+    """The test server's Airship-style webhook sender, from `--webhook-*` flags."""
+    from rtds_pipeline.testserver.webhook_sender import WebhookOptions, parse_header
+
+    if not args.webhook_url:
+        return None
+    basic = None
+    if args.webhook_basic:
+        user, sep, password = args.webhook_basic.partition(":")
+        if not sep:
+            raise ValueError("--webhook-basic must be user:password")
+        basic = (user, password)
+    types = (frozenset(t.strip().upper() for t in args.webhook_types.split(",") if t.strip())
+             if args.webhook_types else None)
+    return WebhookOptions(url=args.webhook_url, batch=args.webhook_batch,
+                          headers=tuple(parse_header(h) for h in args.webhook_header),
+                          basic=basic, types=types, concurrency=args.webhook_concurrency,
+                          ca_file=args.webhook_ca)
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    import logging
+
+    from rtds_pipeline.allocator import return_memory_promptly
+    from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.settings import SettingsError, load_settings
+    from rtds_pipeline.webhook.config import load_webhook_config
+    from rtds_pipeline.webhook.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        hooks = [s for s in settings.sources if s.webhook]
+        if args.source:
+            source = settings.source(args.source)
+            if not source.webhook:
+                raise SettingsError(f"source {args.source!r} is of kind {source.kind!r}, not "
+                                    "'webhook'")
+        elif hooks:
+            source = hooks[0]
+        else:
+            raise SettingsError("no webhook source is configured: add `[[sources]] name = \"…\" "
+                                "kind = \"webhook\"` to RTDS_SOURCES_FILE, or set "
+                                "RTDS_WEBHOOK_SOURCE=NAME")
+        override = {k: v for k, v in (("tls_cert", args.tls_cert), ("tls_key", args.tls_key),
+                                      ("path", args.path)) if v}
+        config = load_webhook_config(**override)
+        config.check_exposure(args.host)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return_memory_promptly()
+    scheme = "https" if config.tls_cert else "http"
+    print(f"webhook receiver for source {source.key!r}: POST "
+          f"{scheme}://{args.host}:{args.port}{config.path} → {settings.lake_url}", flush=True)
+    return serve(open_lake(settings.lake_url), source.key, config, args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtds-pipeline",
@@ -208,6 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
                     f"master secret {DEFAULT_MASTER_SECRET}")
     ts.add_argument("--no-quirks", dest="quirks", action="store_false",
                     help="no duplicates, late or skewed events, unknown types or fields")
+    ts.add_argument("--webhook-url", help="also POST the events to this URL, as Airship's webhook "
+                    "integration does (retried until a 2xx; acked events marked in ground truth)")
+    ts.add_argument("--webhook-batch", type=int, default=10, choices=(1, 5, 10, 15, 20, 30, 50, 100),
+                    help="events per POST (1: a single object, else an array; default 10)")
+    ts.add_argument("--webhook-header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="a custom header sent with every POST (repeatable)")
+    ts.add_argument("--webhook-basic", metavar="USER:PASSWORD", help="basic authorization")
+    ts.add_argument("--webhook-types", metavar="T1,T2", help="send only these event types")
+    ts.add_argument("--webhook-concurrency", type=int, default=8, help="POSTs in flight (default 8)")
+    ts.add_argument("--webhook-ca", help="trust this CA/certificate file (a self-signed receiver)")
     ts.set_defaults(func=_testserver)
 
     ing = sub.add_parser("ingest", help="read stream windows and commit them to the lake")
@@ -217,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--follow", action="store_true", help="read windows until interrupted")
     ing.add_argument("--max-seconds", type=float, help="cap of one window (RTDS_WINDOW_SECONDS)")
     ing.set_defaults(func=_ingest)
+
+    wh = sub.add_parser("webhook", help="receive Airship's webhook POSTs into the lake")
+    wh.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other hosts (needs "
+                    "RTDS_WEBHOOK_BASIC or RTDS_WEBHOOK_HEADERS)")
+    wh.add_argument("--port", type=int, default=8718)
+    wh.add_argument("--source", help="webhook source name (default: the first of kind webhook)")
+    wh.add_argument("--path", help="the POST path (RTDS_WEBHOOK_PATH, default /webhook)")
+    wh.add_argument("--tls-cert", help="certificate chain (PEM) for HTTPS (RTDS_WEBHOOK_TLS_CERT)")
+    wh.add_argument("--tls-key", help="its private key (PEM) (RTDS_WEBHOOK_TLS_KEY)")
+    wh.set_defaults(func=_webhook)
 
     lake = sub.add_parser("lake", help="inspect the landing zone")
     lake_sub = lake.add_subparsers(dest="lake_command", required=True)

@@ -59,6 +59,26 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _start_webhook(env: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> list[str] | None:
+    """RTDS_WEBHOOK=1: also run the webhook receiver (source `webhook`, loopback, no auth; the
+    source is in `env`, so Dagster sees it too) and make the test server POST its events to it as
+    Airship's webhook integration would. Returns the test server's extra arguments ([] without
+    RTDS_WEBHOOK=1), or None if the receiver did not start."""
+    if os.environ.get("RTDS_WEBHOOK") != "1":
+        return []
+    port = int(os.environ.get("RTDS_WEBHOOK_PORT", "8718"))
+    env.setdefault("RTDS_WEBHOOK_SOURCE", "webhook")
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "rtds_pipeline.cli", "webhook", "--port", str(port)],
+        cwd=ROOT, env=env, start_new_session=True)
+    procs.append(receiver)
+    if not wait_http(f"http://127.0.0.1:{port}/healthz", receiver, 120):
+        return None
+    return ["--webhook-url", f"http://127.0.0.1:{port}/webhook",
+            # 100, not Airship's default 10: at 200 events/s, 2 windows a second instead of ~18
+            "--webhook-batch", os.environ.get("RTDS_WEBHOOK_BATCH", "100")]
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -116,8 +136,13 @@ def main() -> int:
     dagster: subprocess.Popen[bytes] | None = None
     daemon_pid: int | None = None
     try:
+        webhook_args = _start_webhook(env, procs)
+        if webhook_args is None:
+            print("the webhook receiver did not start; see its output above", file=sys.stderr)
+            return 1
         server = subprocess.Popen(
             [sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port", str(PORT),
+             *webhook_args,
              "--rate", os.environ.get("RTDS_TESTSERVER_RATE", "200"),
              "--backlog", os.environ.get("RTDS_TESTSERVER_BACKLOG", "50000"),
              *(["--no-quirks"] if os.environ.get("RTDS_TESTSERVER_QUIRKS") == "0" else [])],

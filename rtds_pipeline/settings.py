@@ -33,7 +33,7 @@ class SettingsError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class SourceConfig:
     name: str
-    kind: str = "events"  # or "compliance" (/api/events/general)
+    kind: str = "events"  # or "compliance" (/api/events/general), or "webhook" (Airship POSTs)
     base_url: str = DEFAULT_BASE_URL
     app_key: str = DEFAULT_APP_KEY
     token_env: str = "RTDS_ACCESS_TOKEN"
@@ -53,7 +53,20 @@ class SourceConfig:
     def compliance(self) -> bool:
         return self.kind == "compliance"
 
+    @property
+    def feeds(self) -> str:
+        """The table this source's landing feeds: "events" (stream or webhook) or "compliance"."""
+        return "compliance" if self.compliance else "events"
+
+    @property
+    def webhook(self) -> bool:
+        """Airship POSTs to our receiver (`rtds-pipeline webhook`): no stream to read."""
+        return self.kind == "webhook"
+
     def endpoint(self) -> Endpoint:
+        if self.webhook:
+            raise SettingsError(f"source {self.name!r} is a webhook source: Airship POSTs its "
+                                "events to `rtds-pipeline webhook`; there is no stream to read")
         # The built-in test server's public credentials apply only on loopback.
         host = urlsplit(self.base_url).hostname or ""
         is_test_server = host in ("127.0.0.1", "localhost", "::1")
@@ -125,8 +138,15 @@ def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
         secret_env=raw.get("secret_env", "RTDS_MASTER_SECRET"),
         start=raw.get("start", "EARLIEST"), filters=tuple(raw.get("filters", ())),
         subset=raw.get("subset"))
-    if base.kind not in ("events", "compliance"):
-        raise SettingsError(f"{where}: kind must be 'events' or 'compliance'")
+    if base.kind not in ("events", "compliance", "webhook"):
+        raise SettingsError(f"{where}: kind must be 'events', 'compliance' or 'webhook'")
+    if base.kind == "webhook":
+        stream_keys = sorted(set(raw) & {"base_url", "region", "app_key", "token_env",
+                                         "secret_env", "start", "filters", "subset", "partitions"})
+        if stream_keys:
+            raise SettingsError(f"{where}: a webhook source has no stream to read; remove "
+                                f"{', '.join(stream_keys)} (Airship's dashboard chooses the types)")
+        return [base]
     if base.start not in ("EARLIEST", "LATEST"):
         raise SettingsError(f"{where}: start must be EARLIEST or LATEST")
     # `partitions = N` is shorthand for N readers, one per PARTITION subset.
@@ -165,6 +185,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         compliance = _source({**{k: v for k, v in raw.items() if v is not None and k != "partitions"},
                               "name": "compliance", "kind": "compliance"}, "RTDS_* settings")
         sources = [*main, *compliance]
+        if env.get("RTDS_WEBHOOK_SOURCE"):  # one webhook source by name, e.g. for `make run`
+            sources.extend(_source({"name": env["RTDS_WEBHOOK_SOURCE"], "kind": "webhook"},
+                                   "RTDS_WEBHOOK_SOURCE"))
     if not sources:
         raise SettingsError("no sources configured")
     names = [s.key for s in sources]

@@ -45,9 +45,12 @@ def landing_dir(source: str, day: str) -> str:
 
 class LandingWriter:
     def __init__(self, lake: Lake, source: str, window_seq: int,
-                 flush_bytes: int = FLUSH_BYTES) -> None:
+                 flush_bytes: int = FLUSH_BYTES, name_prefix: str = "") -> None:
         self.lake, self.source, self.window_seq = lake, source, window_seq
         self.flush_bytes = flush_bytes
+        # Before the offset range in file names: a source whose windows can hold the same offsets
+        # (the webhook: a redelivered batch) must not overwrite an earlier window's file.
+        self.name_prefix = name_prefix
         self._days: dict[str, list[pa.Table]] = {}  # rows since the last flush, by day
         self._ids: list[pa.ChunkedArray] = []
         self._buffered = 0
@@ -136,7 +139,7 @@ class LandingWriter:
 
     def _write_day(self, day: str, rows: pa.Table) -> LandedFile:
         offsets = rows.column("rtds_offset")
-        name = f"{offsets[0].as_py()}-{offsets[-1].as_py()}.parquet"
+        name = f"{self.name_prefix}{offsets[0].as_py()}-{offsets[-1].as_py()}.parquet"
         rel = f"{landing_dir(self.source, day)}/{name}"
         size = write_parquet(self.lake, rel, rows)
         occ = rows.column("occurred")

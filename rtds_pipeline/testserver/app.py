@@ -38,6 +38,7 @@ from rtds_pipeline.testserver.config import (
 )
 from rtds_pipeline.testserver.log import SEGMENT_EVENTS, Quirks, StreamLog, offset_of, seq_of
 from rtds_pipeline.testserver.matching import compile_filters, needs_body, subset_admits
+from rtds_pipeline.testserver.webhook_sender import WebhookOptions, WebhookSender
 
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 COOKIE_NAME = "SRVID"
@@ -90,6 +91,8 @@ class TestServer:
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._writers: set[asyncio.StreamWriter] = set()
+        self.webhook: WebhookSender | None = None
+        self._webhook_options: WebhookOptions | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -116,6 +119,10 @@ class TestServer:
         self._server = await asyncio.start_server(
             self._connection, self.options.host, self.options.port, limit=http.MAX_HEADER_BYTES)
         live = asyncio.create_task(self._live()) if self.options.rate > 0 else None
+        sender = None
+        if self._webhook_options is not None:
+            self.webhook = WebhookSender(self.log(), self._webhook_options)
+            sender = asyncio.create_task(self.webhook.run())
         self._ready.set()
         try:
             while not self._stopping.is_set():
@@ -123,10 +130,19 @@ class TestServer:
         finally:
             if live:
                 live.cancel()
+            if sender:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
             self._server.close()
             for w in list(self._writers):
                 w.transport.abort()
             await self._server.wait_closed()
+
+    def send_webhooks(self, options: WebhookOptions) -> TestServer:
+        """Also POST the default app's events as Airship's webhook integration does, from
+        `serve()`/`start()` on (call before)."""
+        self._webhook_options = options
+        return self
 
     def start(self) -> TestServer:
         """Run in a background thread; returns once the port is open."""
@@ -190,7 +206,15 @@ class TestServer:
         return self.logs[app_key or self.config.default_app.app_key]
 
     def ground_truth(self, app_key: str | None = None) -> list[dict[str, Any]]:
-        return self.call(lambda: list(self.log(app_key).ground_truth()))
+        return self.call(lambda: list(self._ground_truth(app_key)))
+
+    def _ground_truth(self, app_key: str | None) -> Any:
+        """The log's events; with a webhook sender, `acked`: a 2xx answered its batch."""
+        rows = self.log(app_key).ground_truth()
+        if self.webhook is None or self.log(app_key) is not self.webhook.stream:
+            return rows
+        acked = self.webhook.acked
+        return ({**r, "acked": r["offset"] in acked} for r in rows)
 
     # ------------------------------------------------------------------ live mode
     async def _live(self) -> None:
@@ -266,8 +290,12 @@ class TestServer:
                 return http.json_response(200, {"node": f"node-{self.node_epoch}"})
             if path == "/admin/ground-truth" and req.method == "GET":
                 app = (req.query.get("app") or [None])[0]
-                body = b"".join(orjson.dumps(r) + b"\n" for r in self.log(app).ground_truth())
+                body = b"".join(orjson.dumps(r) + b"\n" for r in self._ground_truth(app))
                 return http.simple_response(200, body, "application/x-ndjson")
+            if path == "/admin/webhook" and req.method == "GET":
+                if self.webhook is None:
+                    return http.error_response(404, "no webhook sender: start with --webhook-url")
+                return http.json_response(200, self.webhook.stats())
             if path == "/admin/stats" and req.method == "GET":
                 return http.json_response(200, {key: {
                     "events": len(log), "first_offset": offset_of(log.first_seq) if len(log) else None,
