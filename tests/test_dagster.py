@@ -256,3 +256,41 @@ def test_end_to_end_with_dagster_daemon(fresh_server, tmp_path):
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
+
+
+@pytest.mark.slow
+def test_an_event_from_both_the_stream_and_the_webhook_is_one_row(tmp_path):
+    """One test server streams its events and POSTs the same events to the webhook receiver:
+    both sources land them, their sensors request loads, `events` holds each id once."""
+    from test_webhook import Receiver, sender_options, sender_state, sending_server, wait_until
+
+    receiver = Receiver(tmp_path, auth=True).start()
+    server = sending_server(sender_options(receiver.url, batch=10, concurrency=8), backlog=1500)
+    try:
+        wait_until(lambda: sender_state(server, "caught_up"), "the sender to catch up")
+        sources = tmp_path / "sources.toml"
+        sources.write_text(f'[[sources]]\nname = "events"\nbase_url = "{server.url}"\n\n'
+                           '[[sources]]\nname = "hook"\nkind = "webhook"\n')
+        settings = load_settings({"RTDS_SOURCES_FILE": str(sources),
+                                  "RTDS_LAKE_URL": receiver.lake_url,
+                                  "RTDS_WAREHOUSE": str(tmp_path / "warehouse.duckdb")})
+        defs = build_definitions(settings)
+        assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {
+            "landing/events", "landing/hook", "events"}
+        with dg.instance_for_test() as instance:
+            for name in ("rtds_events", "rtds_hook"):
+                result = tick(defs, instance, name=name)
+                [landing] = [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
+                assert landing.metadata["events"].value > 0
+                for request in result.run_requests:
+                    execute(defs, instance, request)
+        landed = {s: duckdb.connect().execute(
+            f"SELECT count(DISTINCT id) FROM read_parquet('{receiver.lake_url}/landing/"
+            f"source={s}/*/*.parquet')").fetchall()[0][0] for s in ("events", "hook")}
+        want = truth_ids(server)
+        assert landed["events"] == len(want) and landed["hook"] > len(want) // 2
+    finally:
+        server.stop()
+        receiver.stop()
+    ids = table_ids(settings)
+    assert len(ids) == len(set(ids)) and set(ids) == want

@@ -26,23 +26,24 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     assets: list[object] = [landing_spec(s) for s in settings.sources]
     jobs, schedules, loads = [], [], {}
     for kind in TABLES:
-        sources = [s for s in settings.sources if s.kind == kind]
+        sources = [s for s in settings.sources if s.feeds == kind]
         if sources:
             assets.append(day_table_asset(kind, sources, partitions))
             loads[kind] = load_job(kind, sources)
             maintenance = maintenance_job(kind, sources)
             jobs += [loads[kind], maintenance]
             schedules.append(maintenance_schedule(maintenance))
-    available = marts_for({s.kind for s in settings.sources})
+    available = marts_for({s.feeds for s in settings.sources})
     assets.extend(mart_asset(m, partitions) for m in available)
-    tables = [t for kind, t in TABLES.items() if any(s.kind == kind for s in settings.sources)]
-    sensors = [source_sensor(s, settings, loads[s.kind]) for s in settings.sources]
+    tables = [TABLES[kind] for kind in loads]
+    sensors = [source_sensor(s, settings, loads[s.feeds]) for s in settings.sources]
     if available:
         sensors.append(marts_sensor(tables, [dg.AssetKey(m.name) for m in available],
                                     settings.marts_seconds))
     return dg.Definitions(
         assets=assets,
-        asset_checks=[stream_lag_check(s) for s in settings.sources],
+        # A webhook source is pushed to: an idle Airship is not lag, so no stream_lag check.
+        asset_checks=[stream_lag_check(s) for s in settings.sources if not s.webhook],
         sensors=sensors,
         jobs=jobs,
         schedules=schedules,

@@ -39,11 +39,15 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
 
 
 def landing_spec(source: SourceConfig) -> dg.AssetSpec:
-    endpoint = "/api/events/general" if source.compliance else "/api/events"
+    if source.webhook:
+        endpoint = "webhook: POSTed by Airship to `rtds-pipeline webhook`"
+        written = "written by the webhook receiver; each materialization is the commits of a tick"
+    else:
+        endpoint = "/api/events/general" if source.compliance else "/api/events"
+        written = "written by its sensor; each materialization is one committed window"
     return dg.AssetSpec(
         landing_key(source), group_name="landing", kinds={"parquet"},
-        description=(f"Committed Parquet windows of source `{source.key}` ({endpoint}), "
-                     "written by its sensor; each materialization is one committed window."),
+        description=f"Committed Parquet windows of source `{source.key}` ({endpoint}), {written}.",
         metadata={"source": source.key, "endpoint": endpoint})
 
 

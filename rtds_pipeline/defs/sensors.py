@@ -116,14 +116,41 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
                            skip_reason=skip)
 
 
+def evaluate_webhook_tick(context: dg.SensorEvaluationContext, source: SourceConfig,
+                          rtds: RtdsResource, load_job: str) -> dg.SensorResult:
+    """A webhook source has no stream to read: the receiver commits windows (up to ~25 a second
+    under load). A tick reports the commits since the last one as one landing materialization
+    and requests a load."""
+    log = CommitLog(rtds.lake(), source.key)
+    mirrored = json.loads(context.cursor)["window_seq"] if context.cursor else 0
+    new = log.since(mirrored) if mirrored else [c for c in [log.latest()] if c]
+    if not new:
+        return dg.SensorResult(skip_reason="no new commit from the webhook receiver")
+    latest = new[-1]
+    events = [dg.AssetMaterialization(asset_key=landing_key(source), metadata={
+        "windows": len(new), "window_seq": f"{new[0].window_seq} … {latest.window_seq}",
+        "events": sum(c.events for c in new), "bytes": sum(c.bytes_read for c in new),
+        "files": sum(len(c.files) for c in new),
+        "dead_letters": sum(c.dead_letters for c in new),
+        "days_touched": len({d for c in new for d in c.days})})]
+    requests = [] if _load_queued(context.instance, load_job) else [
+        dg.RunRequest(run_key=f"{source.key}/w{latest.window_seq}", job_name=load_job)]
+    return dg.SensorResult(run_requests=requests, asset_events=events,
+                           cursor=json.dumps({"window_seq": latest.window_seq}))
+
+
 def source_sensor(source: SourceConfig, settings: Settings,
                   load_job: dg.JobDefinition) -> dg.SensorDefinition:
+    what = ("Mirrors the commits of the webhook receiver (`rtds-pipeline webhook`)"
+            if source.webhook else f"Reads one bounded window of `{source.key}` per tick and "
+                                   "commits it to the lake")
+
     @dg.sensor(name=sensor_name(source), minimum_interval_seconds=settings.tick_seconds,
-               job=load_job,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Reads one bounded window of `{source.key}` per tick and commits it "
-                           "to the lake; requests a load of what it committed.")
+               job=load_job, default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"{what}; requests a load of what was committed.")
     def _sensor(context: SensorEvaluationContext, rtds: RtdsResource) -> dg.SensorResult:
+        if source.webhook:
+            return evaluate_webhook_tick(context, source, rtds, load_job.name)
         return evaluate_tick(context, source, settings, rtds, load_job.name)
 
     return _sensor

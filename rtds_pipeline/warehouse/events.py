@@ -153,7 +153,7 @@ def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
 
 
 def _feeds(source: SourceConfig) -> str:
-    return getattr(source, "feeds", None) or source.kind
+    return source.feeds
 
 
 def day_files(con: duckdb.DuckDBPyConnection, kind: str,
