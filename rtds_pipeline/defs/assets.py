@@ -118,7 +118,7 @@ def day_table_asset(kind: str, sources: Sequence[SourceConfig],
         days = list(context.partition_keys)
         lake = rtds.lake()
         with rtds.warehouse().writer() as con:
-            wh.sync_manifest(con, lake, sources)
+            wh.load_all(con, lake, sources, kind)
             result = wh.rebuild_days(con, lake, kind, days)
             check = wh.check_days(con, kind, days)
             checks = _checks(table, kind, con, check, days)
@@ -143,8 +143,7 @@ def load_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinition:
     def _load(context: OpExecutionContext, rtds: RtdsResource) -> None:
         lake = rtds.lake()
         with rtds.warehouse().writer() as con:
-            wh.sync_manifest(con, lake, sources)
-            result = wh.load_pending(con, lake, kind)
+            result = wh.load_all(con, lake, sources, kind)
             check = wh.check_batches(con, kind, result.batches)
             checks = _checks(table, kind, con, check, sorted(result.days))
         context.log.info(f"{table}: {result.windows} window(s), {result.rows} new rows in "
@@ -173,8 +172,7 @@ def maintenance_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinit
     def _maintain(context: OpExecutionContext, rtds: RtdsResource) -> None:
         lake = rtds.lake()
         with rtds.warehouse().writer() as con:
-            wh.sync_manifest(con, lake, sources)
-            wh.load_pending(con, lake, kind)
+            wh.load_all(con, lake, sources, kind)
             days = wh.days_to_compact(con, lake, kind, SETTLE_HOURS)
             wh.compact_days(con, lake, kind, days)
             full = wh.full_check(con, lake, kind)

@@ -103,12 +103,17 @@ def prepare(con: duckdb.DuckDBPyConnection) -> None:
 
 def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
                   sources: Iterable[SourceConfig]) -> int:
-    """Record the commits the warehouse has not seen yet (reads only those). Returns how many."""
+    """Record the commits the warehouse has not seen yet (reads only those). Returns how many.
+
+    A landing compaction record replaces window files with merged ones. If a window it replaces
+    is not loaded yet, the sync stops before that record: the window is loaded from its own files
+    first (superseded files stay readable for a retention period), then the next sync applies it.
+    """
     added = 0
     for source in sources:
         seen = con.execute("SELECT coalesce(max(window_seq), 0) FROM landing_windows "
                            "WHERE source = ?", [source.key]).fetchall()[0][0]
-        new = CommitLog(lake, source.key).since(seen)
+        new = _until_pending_replaced(con, lake, CommitLog(lake, source.key).since(seen))
         if not new:
             continue
         kind = _feeds(source)
@@ -150,6 +155,37 @@ def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
             con.unregister("new_files")
         added += len(new)
     return added
+
+
+def _until_pending_replaced(con: duckdb.DuckDBPyConnection, lake: Lake,
+                            new: list) -> list:
+    """The records before the first compaction that replaces a file of a window not loaded yet
+    (recorded and pending, or earlier in `new`)."""
+    for i, c in enumerate(new):
+        replaced = {lake.url_of(p) for p in getattr(c, "replaces", None) or ()}
+        if not replaced:
+            continue
+        unloaded = {lake.url_of(f.path) for w in new[:i] if getattr(w, "kind", "window") == "window"
+                    for f in w.files}
+        pending = con.execute(
+            "SELECT count(*) FROM landing_files f JOIN landing_windows w USING (source, window_seq) "
+            "WHERE w.load_batch IS NULL AND list_contains(?, f.path)", [sorted(replaced)]
+        ).fetchall()[0][0]
+        if pending or unloaded & replaced:
+            return new[:i]
+    return new
+
+
+def load_all(con: duckdb.DuckDBPyConnection, lake: Lake, sources: Sequence[SourceConfig],
+             kind: str) -> LoadResult:
+    """Sync and load until nothing is pending: what a load run does."""
+    result = LoadResult(TABLES[kind])
+    while True:
+        synced = sync_manifest(con, lake, sources)
+        loaded = load_pending(con, lake, kind)
+        result.add(loaded)
+        if not synced and not loaded.batches:
+            return result
 
 
 def _feeds(source: SourceConfig) -> str:
