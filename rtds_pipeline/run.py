@@ -21,6 +21,7 @@ from rtds_pipeline.settings import load_settings
 ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", "8717"))
 UI_PORT = int(os.environ.get("RTDS_UI_PORT", "3000"))
+RUNS_WAIT_S = 300.0  # a run of `make run` takes seconds; the first catch-up, a minute or two
 DUCKDB_CLI = Path(sys.executable).with_name("duckdb")  # the duckdb-cli package, in .venv/bin
 # `dagster dev` still works and is what the pinned release documents; its notice that `dg dev`
 # (another package) supersedes it is one warning, filtered by its exact text.
@@ -116,6 +117,35 @@ def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None) -> No
             except ProcessLookupError:
                 pass
     _stop(dagster)
+    _wait_for_runs(dagster.pid, RUNS_WAIT_S)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _wait_for_runs(pgid: int, seconds: float) -> None:
+    """Runs already executing outlive `dagster dev` in their own processes (same process group):
+    let them finish, so that nothing writes the warehouse after `make run` returns; at most
+    `seconds`, or until Ctrl-C, then they are killed (the next start marks them failed)."""
+    if not _group_alive(pgid):
+        return
+    print("waiting for the Dagster runs in progress to finish (Ctrl-C to stop them now) …",
+          flush=True)
+    deadline = time.monotonic() + seconds
+    try:
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def main() -> int:
