@@ -86,6 +86,7 @@ class Warehouse:
         with _exclusive(self.lock_path, wait_s):
             con = self._connect()
             try:
+                con.execute("SET enable_progress_bar = false")  # run logs, not a terminal
                 if not self.lake.is_local:
                     con.register_filesystem(self.lake.fs)
                 events.prepare(con)
