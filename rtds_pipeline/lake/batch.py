@@ -140,7 +140,7 @@ def parse_batch(data: bytes | pa.Buffer, window_seq: int, first_pos: int = 0) ->
     if pc.any(unusable).as_py():
         for i in np.flatnonzero(unusable.to_numpy(zero_copy_only=False)):
             line = raw[i].as_py().encode()
-            dead.append(DeadLetter(positions[i].as_py(), _reason(orjson.loads(line)), line))
+            dead.append(DeadLetter(positions[i].as_py(), _reason(line), line))
         dead.sort(key=lambda d: d.position)
         is_update = pc.and_(is_update, pc.invert(unusable))
     valid_offsets = pc.if_else(unusable, pa.scalar(None, pa.string()), offsets)
@@ -193,14 +193,18 @@ def validate_rows(parsed: pa.Table, is_update: pa.ChunkedArray | pa.Array,
     return pc.or_(bad_offset, pc.and_(pc.invert(is_update), bad_event))
 
 
-def _reason(row: dict[str, Any]) -> str:
+def _reason(line: bytes) -> str:
     """Why `validate_rows` refused this event, in words, from its JSON (dead rows only)."""
-    if row.get("offset") is None:
-        return "event has no offset"
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:  # Arrow took what orjson does not
+        return f"unusable event: {exc}"
+    if not isinstance(row.get("offset"), str):
+        return "event has no offset (or not a string)"
     if not is_offset(row["offset"]):
         return (f"offset {row['offset'][:40]!r} is not of RTDS's form (1 to 19 digits): it could "
                 "never be resumed from")
-    if row["type"] == OFFSET_UPDATE:
+    if row.get("type") == OFFSET_UPDATE:
         return "unusable OFFSET_UPDATE"
     missing = [k for k in ("id", "type") if row.get(k) is None]
     if missing:
