@@ -241,6 +241,10 @@ class FaultProxy:
 
 def _close(s: socket.socket) -> None:
     try:
+        s.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept()/recv() on it
+    except OSError:
+        pass
+    try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     except OSError:
         pass
