@@ -5,6 +5,7 @@ windows, object-store outages retried for a bounded time, a refused resume offse
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -246,3 +247,46 @@ def test_store_retry_gives_up_after_its_time_with_what_failed(tmp_path):
 def test_bad_request_names_the_resume_offset_only_when_there_is_one():
     assert "reset-offset" in str(BadRequest("expired", 400, "1000000000001"))
     assert "reset-offset" not in str(BadRequest("bad filter", 400))
+
+
+def _tick(settings):
+    import dagster as dg
+
+    from rtds_pipeline.defs import build_definitions
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
+        return defs.get_sensor_def("rtds_events")(ctx)
+
+
+def test_a_sensor_tick_survives_a_402_and_fails_loudly_on_a_response_that_is_not_rtds(
+        fresh_server, tmp_path):
+    from rtds_pipeline.stream.errors import InvalidResponse
+    from rtds_pipeline.testserver.hostile import Behaviour, HostileServer
+
+    srv = fresh_server(backlog=1_000)
+    srv.arm(Fault("status", status=402, times=2))
+    env = {"RTDS_BASE_URL": srv.url, "RTDS_LAKE_URL": str(tmp_path / "lake"),
+           "RTDS_WAREHOUSE": str(tmp_path / "wh.duckdb"), "RTDS_BACKOFF_402_SECONDS": "0.5"}
+    result = _tick(load_settings(env))
+    assert result.run_requests  # the tick went on after the 402s and landed the backlog
+    with HostileServer(Behaviour.html()) as hostile:
+        with pytest.raises(InvalidResponse, match="text/html"):  # a failed tick, not a quiet one
+            _tick(load_settings({**env, "RTDS_BASE_URL": hostile.url,
+                                 "RTDS_LAKE_URL": str(tmp_path / "lake2")}))
+
+
+@pytest.mark.slow
+def test_the_quick_chaos_run_loses_nothing_and_duplicates_nothing():
+    """The subset of `python -m bench.chaos` that `make test` runs (the full run: BENCHMARKS.md).
+    Concurrent writers of one source are left out here until commits are exclusive
+    (create-if-absent; issue 15): today two writers can race on one commit name."""
+    out = subprocess.run([sys.executable, "-m", "bench.chaos", "--quick", "--concurrent", "0",
+                          "--json"], capture_output=True, text=True, timeout=600)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["faults"] >= 15, result
+    assert (result["lost"], result["duplicated"], result["invented"], result["builds_blocked"]) \
+        == (0, 0, 0, 0), result
+    assert all(v == "ok" for v in result["hostile"].values()), result
+    assert result["peak_rss_mb"] < result["rss_bound_mb"] and not result["problems"], result
+    assert out.returncode == 0
