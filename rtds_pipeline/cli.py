@@ -64,6 +64,8 @@ def _ingest(args: argparse.Namespace) -> int:
 
     try:
         return _ingest_windows(args)
+    except KeyboardInterrupt:  # before the first window started (e.g. while importing)
+        return 130
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
