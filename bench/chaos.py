@@ -316,13 +316,13 @@ class Chaos:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the subset `make test` runs")
-    parser.add_argument("--rounds", type=int, help="ingest rounds (default 45; quick: 6)")
+    parser.add_argument("--rounds", type=int, help="ingest rounds (default 55; quick: 6)")
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--concurrent", type=float, default=0.15,
                         help="share of rounds with a second, concurrent writer of the source")
     parser.add_argument("--json", action="store_true", help="print the result as JSON only")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (6 if args.quick else 45)
+    rounds = args.rounds or (6 if args.quick else 55)
     chaos = Chaos(rounds, args.seed, backlog=5_000 if args.quick else 30_000,
                   concurrent=args.concurrent)
     t0 = time.monotonic()
