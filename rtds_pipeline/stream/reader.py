@@ -8,6 +8,10 @@ Python touches chunks, never single events: decompressed chunks are joined into 
 place (positions, offsets, stats) and land on another, strictly in stream order — while the next
 batch is received. All three spend their time in C code that releases the GIL (ISA-L's inflate,
 Arrow's JSON reader, the Parquet writer), so they share the cores.
+
+Whatever a server sends, memory stays bounded: a line longer than `max_line_bytes` is dropped as
+it arrives and dead-lettered (prefix + length). A 402 is waited out (≥ 30 s), across windows
+when it outlasts one; errors that retrying cannot fix end the window (`StreamError.retryable`).
 """
 
 from __future__ import annotations
