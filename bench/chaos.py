@@ -126,6 +126,7 @@ class Chaos:
         self.rounds, self.backlog = rounds, backlog
         self.faults: Counter[str] = Counter()
         self.rss_mb: list[float] = []  # peak RSS of each ingest process
+        self.conflicts = 0  # writers stopped because another committed the window first
         self.problems: list[str] = []
 
     # -- the stream: test server + S3 lake behind a fault proxy ----------------------------
@@ -212,7 +213,9 @@ class Chaos:
     def _reap(self, p: subprocess.Popen, allow: tuple[int, ...]) -> str:
         """Wait for an ingest process; its exit and its stderr; note its peak RSS."""
         _, err = p.communicate(timeout=300)
-        if p.returncode not in allow:
+        if p.returncode == 1 and "another writer" in err:
+            self.conflicts += 1  # a concurrent writer lost the race for a commit: expected
+        elif p.returncode not in allow:
             self.problems.append(f"ingest exited {p.returncode}: {err.strip()[-500:]}")
         if "Traceback" in err:
             self.problems.append(f"a traceback: {err.strip()[-800:]}")
@@ -334,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"faults": sum(chaos.faults.values()), "by_kind": dict(sorted(chaos.faults.items())),
               **stream, "hostile": hostile, "peak_rss_mb": round(peak),
               "median_peak_rss_mb": round(rss[len(rss) // 2]) if rss else 0,
-              "ingest_processes": len(rss),
+              "ingest_processes": len(rss), "writer_conflicts": chaos.conflicts,
               "rss_bound_mb": RSS_BOUND_MB, "seconds": round(time.monotonic() - t0),
               "load": os.getloadavg(), "problems": chaos.problems}
     ok = (not chaos.problems and stream["lost"] == 0 and stream["duplicated"] == 0

@@ -69,7 +69,8 @@ def _ingest(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (StreamError, ObjectStoreUnavailable) as exc:
+    except (StreamError, ObjectStoreUnavailable, FileExistsError) as exc:
+        # FileExistsError: another writer committed this window first (one writer per source).
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 — the last line of defence: a message, not a traceback
