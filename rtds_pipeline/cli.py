@@ -67,18 +67,44 @@ def _testserver(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from rtds_pipeline.ingest import ingest_window, limits_from
-    from rtds_pipeline.lake.storage import open_lake
-    from rtds_pipeline.settings import SettingsError, load_settings
-    from rtds_pipeline.stream.errors import NoDataYet, StreamError
+    """Every failure ends in one line on stderr saying what and what to do, and exit 1 (2 for
+    settings); never a traceback (RTDS_DEBUG=1 adds it)."""
+    from rtds_pipeline.lake.retry import ObjectStoreUnavailable
+    from rtds_pipeline.settings import SettingsError
+    from rtds_pipeline.stream.errors import StreamError
 
     try:
-        settings = load_settings()
-        source = settings.source(args.source)
+        return _ingest_windows(args)
+    except KeyboardInterrupt:  # before the first window started (e.g. while importing)
+        return 130
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    lake = open_lake(settings.lake_url)
+    except (StreamError, ObjectStoreUnavailable, FileExistsError) as exc:
+        # FileExistsError: another writer committed this window first (one writer per source).
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 — the last line of defence: a message, not a traceback
+        if os.environ.get("RTDS_DEBUG"):
+            import traceback
+            traceback.print_exc()
+        print(f"error: ingest failed unexpectedly: {type(exc).__name__}: {exc}. Nothing of the "
+              "failed window was committed; its events will be read again. Run again; if it "
+              "repeats, set RTDS_DEBUG=1 for the traceback and report it.", file=sys.stderr)
+        return 1
+
+
+def _ingest_windows(args: argparse.Namespace) -> int:
+    from rtds_pipeline.ingest import ingest_window, limits_from
+    from rtds_pipeline.lake.retry import StoreRetry
+    from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.settings import load_settings
+    from rtds_pipeline.stream.errors import NoDataYet
+
+    settings = load_settings()
+    source = settings.source(args.source)
+    store_retry = StoreRetry(settings.store_retry_seconds)
+    lake = store_retry.call(f"open the lake {settings.lake_url}", lambda: open_lake(settings.lake_url))
     override = {"max_seconds": args.max_seconds} if args.max_seconds else {}
     if args.follow:
         override["stop_when_caught_up"] = False
@@ -101,7 +127,7 @@ def _ingest(args: argparse.Namespace) -> int:
         while args.follow or window < args.windows:
             window += 1
             try:
-                out = ingest_window(source, lake, limits, progress)
+                out = ingest_window(source, lake, limits, progress, store_retry)
             except NoDataYet as exc:
                 print(f"window {window}: {exc}", flush=True)
                 time.sleep(5)
@@ -114,9 +140,6 @@ def _ingest(args: argparse.Namespace) -> int:
             print(("\r\033[K" if live else "") + line, flush=True)
     except KeyboardInterrupt:
         pass
-    except StreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     took = time.monotonic() - t0
     print(f"summary: {totals['windows']} windows, {totals['events']:,} events, "
           f"{totals['bytes'] / 1e6:,.1f} MB in {took:,.1f} s "
@@ -165,6 +188,35 @@ def _lake_status(args: argparse.Namespace) -> int:
         print(f"  {source.key}: offset {last.resume_offset}, {len(commits)} commits, {files} files, "
               f"{rows:,} rows, days {days[0] if days else '-'}..{days[-1] if days else '-'}, "
               f"lag {_lag(last.max_processed)}, {dead} dead letters")
+    return 0
+
+
+def _lake_reset_offset(args: argparse.Namespace) -> int:
+    """Move a source's position with a commit (listing no files): the repair for a resume offset
+    RTDS refuses (HTTP 400), e.g. one that expired past retention."""
+    from rtds_pipeline.ingest import publish, reset_commit
+    from rtds_pipeline.lake.commits import CommitLog
+    from rtds_pipeline.lake.retry import ObjectStoreUnavailable, StoreRetry
+    from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.settings import SettingsError, load_settings
+
+    to = args.to.upper() if args.to.upper() in ("EARLIEST", "LATEST") else args.to
+    try:
+        settings = load_settings()
+        source = settings.source(args.source)
+        retry = StoreRetry(settings.store_retry_seconds)
+        log = CommitLog(retry.call("open the lake", lambda: open_lake(settings.lake_url)), source.key)
+        commit = retry.call(f"read the commit log of {source.key}", lambda: reset_commit(log, to))
+        publish(log, commit, retry)
+    except (SettingsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ObjectStoreUnavailable, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    where = f"after offset {to}" if commit.resume_offset else f"at {to}"
+    print(f"{source.key}: commit {commit.window_seq} moves the position from "
+          f"{commit.previous_offset or 'the start setting'} to {where}; the next window reads from there")
     return 0
 
 
@@ -311,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     lake_sub = lake.add_subparsers(dest="lake_command", required=True)
     st = lake_sub.add_parser("status", help="per source: committed offset, files, rows, lag")
     st.set_defaults(func=_lake_status)
+    rs = lake_sub.add_parser(
+        "reset-offset", help="move a source's position (a commit): the fix for a refused resume offset")
+    rs.add_argument("source", help="source name (its key, e.g. events or events-p0of4)")
+    rs.add_argument("--to", required=True, metavar="OFFSET|EARLIEST|LATEST",
+                    help="resume after this offset, or from the start or the end of the stream")
+    rs.set_defaults(func=_lake_reset_offset)
 
     q = sub.add_parser("sql", help="query the warehouse read-only (never blocks the pipeline)")
     q.add_argument("query", help='SQL, e.g. "select count(*) from events"; "-" reads stdin')

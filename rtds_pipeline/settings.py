@@ -102,6 +102,9 @@ class Settings:
     tick_seconds: int = 15  # minimum interval between two sensor ticks of a source
     marts_seconds: int = 60  # minimum interval between two marts refreshes
     first_day: str | None = None  # first daily partition; default: 100 days ago (RTDS keeps ≤ 90)
+    max_line_bytes: int = 4 << 20  # a longer stream line is dead-lettered (prefix + length)
+    backoff_402_seconds: float = 30.0  # wait after HTTP 402; Airship asks for at least 30 s
+    store_retry_seconds: float = 60.0  # how long object-store failures are retried
 
     def source(self, name: str | None) -> SourceConfig:
         if name is None:
@@ -205,4 +208,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         tick_seconds=int(env.get("RTDS_TICK_SECONDS", 15)),
         marts_seconds=int(env.get("RTDS_MARTS_SECONDS", 60)),
         first_day=env.get("RTDS_FIRST_DAY") or None,
+        max_line_bytes=int(env.get("RTDS_MAX_LINE_BYTES", 4 << 20)),
+        backoff_402_seconds=float(env.get("RTDS_BACKOFF_402_SECONDS", 30)),
+        store_retry_seconds=float(env.get("RTDS_STORE_RETRY_SECONDS", 60)),
     )

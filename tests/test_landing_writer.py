@@ -67,7 +67,7 @@ def test_a_day_held_in_pieces_lands_in_stream_order_named_by_its_offset_range(tm
     assert files[0].path.endswith(f"/{10**12 + 1}-{10**12 + 3010}.parquet")
 
 
-def test_rows_without_any_timestamp_land_in_the_unknown_day_folder(tmp_path):
+def test_an_event_without_any_timestamp_is_a_dead_letter_not_an_unknown_day(tmp_path):
     lake = open_lake(str(tmp_path))
     writer = LandingWriter(lake, "events", 1)
     lines = [{"id": f"e{i}", "type": "OPEN", "offset": f"{10**12 + i}",
@@ -75,17 +75,20 @@ def test_rows_without_any_timestamp_land_in_the_unknown_day_folder(tmp_path):
              for i in range(3000)]
     lines[5] = {"id": "no-time", "type": "OPEN", "offset": f"{10**12 + 5}"}
     lines[7]["occurred"] = "2026-10-01T00:00:00.000Z"
-    writer.add(parse_batch(b"".join(orjson.dumps(e) + b"\n" for e in lines), 1))
-    files, _ = writer.finish()
+    batch = parse_batch(b"".join(orjson.dumps(e) + b"\n" for e in lines), 1)
+    assert [(d.position, d.raw) for d in batch.dead] == [(5, orjson.dumps(lines[5]))]
+    assert "neither occurred nor processed" in batch.dead[0].error
+    writer.add(batch)
+    files, dead = writer.finish()
     by_day = {f.day: f for f in files}
-    assert sorted(by_day) == ["2026-10-01", "2026-11-20", "unknown"]
-    assert by_day["unknown"].rows == 1 and by_day["2026-10-01"].rows == 1
-    assert pq.read_table(lake.path(by_day["unknown"].path)).column("id").to_pylist() == ["no-time"]
-    assert sum(f.rows for f in files) == 3000
+    assert sorted(by_day) == ["2026-10-01", "2026-11-20"]
+    assert sum(f.rows for f in files) == 2999 and dead[0].rows == 1
 
 
 def test_blank_lines_are_counted_as_keepalives_and_positions_shift():
-    batch = parse_batch(b'\n{"id":"a","offset":"1","type":"OPEN"}\n\n\n{"id":"b","offset":"2","type":"OPEN"}\n', 1)
+    t = b'"processed":"2026-11-20T10:00:00Z"'
+    batch = parse_batch(b'\n{"id":"a","offset":"1","type":"OPEN",%s}\n\n\n{"id":"b","offset":"2","type":"OPEN",%s}\n'
+                        % (t, t), 1)
     assert (batch.keepalives, batch.lines) == (3, 2)
     batch.shift_positions(100)
     assert batch.rows.column("window_pos").to_pylist() == [100, 101]
@@ -100,7 +103,8 @@ def test_a_failed_batch_stops_the_pipeline_and_nothing_after_it_lands():
         landed.append(batch.lines)
 
     def lines(n):
-        return b"".join(b'{"id":"x%d","offset":"%d","type":"OPEN"}\n' % (i, i) for i in range(n))
+        return b"".join(b'{"id":"x%d","offset":"%d","type":"OPEN","processed":"2026-11-20T10:00:00Z"}\n'
+                        % (i, i) for i in range(n))
 
     with pytest.raises(OSError, match="disk full"):
         with _Pipeline(lambda data: parse_batch(data, 1)) as pipeline:

@@ -17,13 +17,13 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rtds_pipeline.lake.batch import LANDING_SCHEMA, DeadLetter, ParsedBatch
 from rtds_pipeline.lake.commits import LandedFile
+from rtds_pipeline.lake.retry import StoreRetry
 from rtds_pipeline.lake.storage import Lake
 
 FLUSH_BYTES = 16 << 20  # 32 MB measured ~30 MB more peak RSS per window and no faster
@@ -45,8 +45,10 @@ def landing_dir(source: str, day: str) -> str:
 
 class LandingWriter:
     def __init__(self, lake: Lake, source: str, window_seq: int,
-                 flush_bytes: int = FLUSH_BYTES, name_prefix: str = "") -> None:
+                 flush_bytes: int = FLUSH_BYTES, name_prefix: str = "",
+                 retry: StoreRetry | None = None) -> None:
         self.lake, self.source, self.window_seq = lake, source, window_seq
+        self.retry = retry or StoreRetry()
         self.flush_bytes = flush_bytes
         # Before the offset range in file names: a source whose windows can hold the same offsets
         # (the webhook: a redelivered batch) must not overwrite an earlier window's file.
@@ -141,7 +143,7 @@ class LandingWriter:
         offsets = rows.column("rtds_offset")
         name = f"{self.name_prefix}{offsets[0].as_py()}-{offsets[-1].as_py()}.parquet"
         rel = f"{landing_dir(self.source, day)}/{name}"
-        size = write_parquet(self.lake, rel, rows)
+        size = self.retry.call(f"write {rel}", lambda: write_parquet(self.lake, rel, rows))
         occ = rows.column("occurred")
         lo, hi = pc.min(occ).as_py(), pc.max(occ).as_py()
         return LandedFile(rel, rows.num_rows, size, day,
@@ -154,11 +156,8 @@ class LandingWriter:
         self.close()
         if self._dead:
             rel = f"dead_letter/source={self.source}/window-{self.window_seq:010d}.ndjson"
-            data = b"".join(orjson.dumps({"window_seq": self.window_seq, "position": d.position,
-                                          "error": d.error,
-                                          "raw": d.raw.decode("utf-8", "backslashreplace")}) + b"\n"
-                            for d in self._dead)
-            self.lake.write_durable(self.lake.path(rel), data)
+            data = b"".join(d.to_json(self.window_seq) + b"\n" for d in self._dead)
+            self.retry.call(f"write {rel}", lambda: self.lake.write_durable(self.lake.path(rel), data))
             size = len(data)
             self.dead_files.append(LandedFile(rel, len(self._dead), size, "dead_letter", None, None))
             self._dead = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # The 43 filterable event types of the spec (connect/spec.json, Version 8).
 EVENT_TYPES: tuple[str, ...] = (
     "ATTRIBUTE_OPERATION", "CLOSE", "COMPLIANCE", "CONTACT_CHANGE", "CONTROL", "CUSTOM",
@@ -31,6 +33,26 @@ COMPLIANCE_PATH = "/api/events/general"
 IDLE_RECONNECT_SECONDS = 90.0
 # Airship drops events older than this; a landing reader may see them up to this age.
 MAX_EVENT_AGE_DAYS = 90
+# The landing rule built on it: an event whose `occurred` is more than MAX_EVENT_AGE_DAYS plus
+# this slack before its `processed` (a duplicate is re-processed a little later), or more than
+# this slack after it (Airship clamps device clocks ahead by minutes), is dead-lettered, as is a
+# `processed` before RTDS existed or after tomorrow: such a row could only land in a day outside
+# the partitions (a 1969 or year-0 event).
+EVENT_TIME_SLACK_DAYS = 1
+MIN_PROCESSED = "2015-01-01T00:00:00Z"
+
+# Offsets are opaque strings to the spec, but every RTDS offset seen (Airship's own test data,
+# its Go client's uint64, its Postgres example's bigint, this test server's 13 digits) is a plain
+# decimal. RTDS's form here: 1 to 19 ASCII digits (fits a signed 64-bit integer), nothing else.
+# Only offsets of this form are landed or become resume offsets: a garbage offset that ended a
+# window would make every later request a 400.
+OFFSET_PATTERN = r"^[0-9]{1,19}$"
+_OFFSET = re.compile(OFFSET_PATTERN)
+
+
+def is_offset(value: object) -> bool:
+    """True for a string of RTDS's offset form (`OFFSET_PATTERN`)."""
+    return isinstance(value, str) and _OFFSET.fullmatch(value) is not None
 # Retention of the stream per app.
 RETENTION_DAYS = 7
 

@@ -24,10 +24,12 @@ from rtds_pipeline.rtds.request import StreamRequest
 from rtds_pipeline.stream.errors import (
     BadRequest,
     ConnectionLost,
+    InvalidResponse,
     NoDataYet,
     NotEntitled,
     ServerError,
     StreamError,
+    TlsFailure,
     TooManyConnections,
     TooManyRedirects,
     Unauthorized,
@@ -103,15 +105,22 @@ class StreamConnection:
                         url = urljoin(url, resp.headers["location"]) if "location" in resp.headers else url
                         continue
                     if resp.status_code != 200:
-                        raise classify(resp.status_code, _read_reason(resp), self.endpoint.app_key)
+                        raise classify(resp.status_code, _read_reason(resp), self.endpoint.app_key,
+                                       self.request.resume_offset)
+                    _check_content_type(resp)
                     yield from _decoded(resp)
                     return
             except httpx.TimeoutException as exc:
                 raise ConnectionLost(f"no data for {self._client.timeout.read:g} s "
                                      f"({type(exc).__name__}); reconnecting") from exc
-            except (httpx.TransportError, zlib.error, isal_zlib.error) as exc:
+            except (zlib.error, isal_zlib.error) as exc:
+                raise InvalidResponse(url, 200, f"a body that is not valid gzip ({exc})") from exc
+            except httpx.TransportError as exc:
+                tls = _tls_cause(exc)
+                if tls is not None:
+                    raise TlsFailure(url, tls) from exc
                 raise ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}") from exc
-        raise TooManyRedirects(self.max_redirects + 1)
+        raise TooManyRedirects(self.max_redirects + 1, url)
 
     def _pin(self, resp: httpx.Response) -> None:
         set_cookie = resp.headers.get("set-cookie")
@@ -143,9 +152,9 @@ def _read_reason(resp: httpx.Response) -> str:
     return text or resp.reason_phrase
 
 
-def classify(status: int, reason: str, app_key: str) -> StreamError:
+def classify(status: int, reason: str, app_key: str, resume_offset: str | None = None) -> StreamError:
     if status in (400, 406, 411, 413):
-        return BadRequest(reason, status)
+        return BadRequest(reason, status, resume_offset if status == 400 else None)
     if status == 401:
         return Unauthorized(reason)
     if status == 403:
@@ -159,10 +168,31 @@ def classify(status: int, reason: str, app_key: str) -> StreamError:
     return ServerError(status, reason)
 
 
+def _check_content_type(resp: httpx.Response) -> None:
+    """RTDS's exact media type is not to be relied on (the spec and its example differ), but it
+    is JSON of some kind; an HTML page or plain text is something else answering."""
+    ctype = resp.headers.get("content-type", "")
+    if ctype and "json" not in ctype.lower():
+        raise InvalidResponse(str(resp.url), resp.status_code, f"Content-Type {ctype!r}")
+
+
+def _tls_cause(exc: BaseException) -> str | None:
+    """The TLS error behind an httpx transport error, in words, if there is one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return f"{type(seen).__name__}: {getattr(seen, 'verify_message', None) or seen}"
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return text if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text else None
+
+
 def _decoded(resp: httpx.Response) -> Iterator[bytes]:
-    """Raw body bytes, gunzipped when they are gzip whatever Content-Encoding claims."""
+    """Raw body bytes, gunzipped when they are gzip whatever Content-Encoding claims. A body
+    whose first byte (after blank lines) is `<` is HTML or XML, not NDJSON."""
     decoder = None
     first = True
+    sniffed = False
     for data in resp.iter_raw():  # no chunk_size: it would hold back small keep-alives
         if first:
             first = False
@@ -172,4 +202,11 @@ def _decoded(resp: httpx.Response) -> Iterator[bytes]:
         if decoder is not None:
             data = decoder.decompress(data)
         if data:
+            if not sniffed:
+                head = data.lstrip()
+                if head:
+                    sniffed = True
+                    if head[:1] == b"<":
+                        raise InvalidResponse(str(resp.url), resp.status_code,
+                                              f"a body starting {bytes(head[:60])!r}")
             yield data

@@ -17,11 +17,17 @@ class BadRequest(StreamError):
 
     status = 400
 
-    def __init__(self, reason: str, status: int = 400) -> None:
-        super().__init__(f"RTDS rejected the request (HTTP {status}): {reason}. "
-                         "Fix the source's filters/subset/start settings; retrying will not help.")
+    def __init__(self, reason: str, status: int = 400, resume_offset: str | None = None) -> None:
+        fix = "Fix the source's filters/subset/start settings; retrying will not help."
+        if resume_offset is not None:
+            fix = (f"If RTDS refuses the resume offset {resume_offset!r} (expired past retention, "
+                   "or not an offset of this stream), move the source's position with "
+                   "`rtds-pipeline lake reset-offset SOURCE --to EARLIEST` (or LATEST, or an "
+                   "offset RTDS delivered); otherwise " + fix[0].lower() + fix[1:])
+        super().__init__(f"RTDS rejected the request (HTTP {status}): {reason}. {fix}")
         self.reason = reason
         self.status = status
+        self.resume_offset = resume_offset
 
 
 class Unauthorized(StreamError):
@@ -63,11 +69,39 @@ class TooManyConnections(StreamError):
 
 
 class TooManyRedirects(StreamError):
-    retryable = True
+    """307 after 307: the session never settles on a node. Not retried: a proxy that drops the
+    Cookie or Set-Cookie header, or a misrouted base URL, does not heal by itself."""
 
-    def __init__(self, count: int) -> None:
-        super().__init__(f"RTDS answered 307 {count} times in a row without settling on a node; "
-                         "will retry with back-off.")
+    status = 307
+
+    def __init__(self, count: int, url: str = "") -> None:
+        super().__init__(f"{url or 'RTDS'} answered HTTP 307 {count} times in a row without "
+                         "settling on a node (cause: the pinning cookie is not honoured). Check "
+                         "the source's base_url and any proxy between here and Airship (it must "
+                         "pass Set-Cookie and Cookie through); not retried.")
+        self.url = url
+
+
+class InvalidResponse(StreamError):
+    """A response that is not an RTDS NDJSON stream (HTML, another content type, broken gzip):
+    the URL points at something else, or a proxy answers instead. Not retried."""
+
+    def __init__(self, url: str, status: int, cause: str) -> None:
+        super().__init__(f"{url} answered HTTP {status} with {cause}: not an RTDS NDJSON stream. "
+                         "Check the source's base_url / region (e.g. https://connect.urbanairship.com) "
+                         "and any proxy or captive portal in between; not retried.")
+        self.url, self.status, self.cause = url, status, cause
+
+
+class TlsFailure(StreamError):
+    """The server's TLS certificate could not be verified. Not retried."""
+
+    def __init__(self, url: str, cause: str) -> None:
+        super().__init__(f"TLS verification failed for {url} (no HTTP status: {cause}). The server's "
+                         "certificate is not trusted (self-signed, expired, another host's, or a "
+                         "proxy re-signing TLS): check the source's base_url; behind an "
+                         "intercepting proxy, trust its CA. Not retried.")
+        self.url, self.cause = url, cause
 
 
 class ServerError(StreamError):

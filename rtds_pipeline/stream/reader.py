@@ -8,6 +8,10 @@ Python touches chunks, never single events: decompressed chunks are joined into 
 place (positions, offsets, stats) and land on another, strictly in stream order — while the next
 batch is received. All three spend their time in C code that releases the GIL (ISA-L's inflate,
 Arrow's JSON reader, the Parquet writer), so they share the cores.
+
+Whatever a server sends, memory stays bounded: a line longer than `max_line_bytes` is dropped as
+it arrives and dead-lettered (prefix + length). A 402 is waited out (≥ 30 s), across windows
+when it outlasts one; errors that retrying cannot fix end the window (`StreamError.retryable`).
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rtds_pipeline.lake.batch import ParsedBatch, parse_batch
+from rtds_pipeline.lake.batch import LANDING_SCHEMA, DeadLetter, ParsedBatch, parse_batch
 from rtds_pipeline.rtds.request import StreamRequest
 from rtds_pipeline.stream.connection import Endpoint, StreamConnection
 from rtds_pipeline.stream.errors import ConnectionLost, StreamError, TooManyConnections
 
 MIN_EVENT_BYTES = 64  # no RTDS event line is shorter (id, type, offset and two timestamps)
+MAX_LINE_BYTES = 4 << 20  # Airship events are a few KB; a longer line is dead-lettered
+DEAD_PREFIX_BYTES = 4096  # what a dead letter keeps of an overlong line
+TOO_MANY_CONNECTIONS_S = 30.0  # Airship's rule: after a 402, wait at least this long
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +46,8 @@ class WindowLimits:
     stop_when_caught_up: bool = True
     idle_timeout: float = 90.0
     batch_bytes: int = 8 << 20
+    max_line_bytes: int = MAX_LINE_BYTES
+    too_many_connections_s: float = TOO_MANY_CONNECTIONS_S  # tests lower it; keep ≥ 30 s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +56,7 @@ class Backoff:
 
     base_s: float = 0.5
     cap_s: float = 30.0
-    too_many_connections_s: float = 30.0
+    too_many_connections_s: float = TOO_MANY_CONNECTIONS_S
 
     def delay(self, attempt: int, error: StreamError) -> float:
         d = min(self.cap_s, self.base_s * 2 ** attempt) * random.uniform(0.5, 1.0)
@@ -81,7 +90,7 @@ class WindowReader:
                  progress: Callable[[WindowStats, float], None] | None = None) -> None:
         self.endpoint, self.request, self.limits = endpoint, request, limits
         self.on_batch = on_batch
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(too_many_connections_s=limits.too_many_connections_s)
         self.window_seq = window_seq
         self.progress = progress  # called about once a second with (stats, seconds elapsed)
 
@@ -98,6 +107,9 @@ class WindowReader:
         attempt = 0
         pos_counter = 0
         next_progress = t0 + 1.0
+        if self._wait_out_backoff(deadline):
+            stats.stop_reason = "backing off (HTTP 402: too many connections)"
+            return stats
 
         while True:
             skip_offset = position  # a server replaying the resume point: drop that event
@@ -105,8 +117,7 @@ class WindowReader:
                    else dataclasses.replace(self.request, start=start))
             remaining = deadline - time.monotonic()
             conn = StreamConnection(self.endpoint, req, idle_timeout=min(lim.idle_timeout, max(remaining, 0.5)))
-            buf: list[bytes] = []
-            buffered = 0
+            lines = _LineBuffer(lim.max_line_bytes)
             buffered_lines = 0
             ended_with_newline = True
             idle = False  # a keep-alive ended a chunk: the server has nothing more right now
@@ -137,12 +148,12 @@ class WindowReader:
                     stats.last_offset = position
                 self.on_batch(batch)
 
-            def process() -> None:
+            def process(lines: _LineBuffer = lines) -> None:
                 """Hand the buffered complete lines to the pipeline; receiving goes on meanwhile.
                 One copy (the join); the cut line after the last newline stays buffered."""
-                nonlocal buf, buffered, buffered_lines
-                data, buf = _join_lines(buf)
-                buffered, buffered_lines = sum(len(c) for c in buf), 0
+                nonlocal buffered_lines
+                data = lines.take_complete()
+                buffered_lines = 0
                 if data is not None:
                     pipeline.submit(data, place)  # blank lines are counted and dropped there
 
@@ -151,46 +162,64 @@ class WindowReader:
                 process()
                 pipeline.settle()
 
+            def stop(reason: str, lines: _LineBuffer = lines) -> WindowStats:
+                process()
+                if lines.skipping:  # an overlong line still running when the window ends
+                    pipeline.submit_parsed(lines.dead_letter(terminated=False), place)
+                pipeline.settle()
+                stats.stop_reason = reason
+                return stats
+
             try:
                 healthy = False
                 for chunk in conn.chunks():
                     stats.bytes += len(chunk)
-                    # A keep-alive (blank line) sent while idle ends its chunk; one may straddle
-                    # two chunks. Found without scanning the chunk: the parser counts them all.
-                    idle = chunk.endswith(b"\n\n") or (chunk[0] == 10 and ended_with_newline)
-                    ended_with_newline = chunk[-1] == 10
-                    buf.append(chunk)
-                    buffered += len(chunk)
-                    if idle:
-                        healthy = True
+                    if lines.skipping:
+                        chunk, ended = lines.skip(chunk)
+                        if ended is not None:
+                            pipeline.submit_parsed(ended, place)
+                    if chunk:
+                        # A keep-alive (blank line) sent while idle ends its chunk; one may
+                        # straddle two chunks. Found without scanning the chunk: the parser
+                        # counts them all.
+                        idle = chunk.endswith(b"\n\n") or (chunk[0] == 10 and ended_with_newline)
+                        ended_with_newline = chunk[-1] == 10
+                        lines.append(chunk)
+                        if idle:
+                            healthy = True
+                        if lines.tail > lim.max_line_bytes:
+                            process()  # the complete lines ahead of it, then drop it as it comes
+                            lines.start_skipping()
                     # Lines are counted only near max_events (no event is shorter than
                     # MIN_EVENT_BYTES): a second full scan of every chunk costs ~10 %.
-                    if stats.events + buffered // MIN_EVENT_BYTES >= lim.max_events:
-                        buffered_lines = sum(b.count(b"\n") for b in buf)  # blanks too: an upper bound
-                    if buffered >= lim.batch_bytes:
+                    if stats.events + lines.size // MIN_EVENT_BYTES >= lim.max_events:
+                        buffered_lines = lines.count_newlines()  # blanks too: an upper bound
+                    if lines.size >= lim.batch_bytes and lines.has_complete:
                         process()
                         healthy = True
                         if (lim.stop_when_caught_up and stats.max_processed_ms is not None
                                 and stats.max_processed_ms >= window_start_ms):
-                            return self._stop(stats, "caught up (processed reached window start)", settle)
+                            return stop("caught up (processed reached window start)")
                     if healthy:
                         attempt = 0
                     if self.progress is not None and time.monotonic() >= next_progress:
                         next_progress = time.monotonic() + 1.0
                         self.progress(stats, time.monotonic() - t0)
                     if (idle or stats.keepalives) and lim.stop_when_caught_up:
-                        return self._stop(stats, "caught up (keep-alive)", settle)
+                        return stop("caught up (keep-alive)")
                     if buffered_lines and stats.events + buffered_lines >= lim.max_events:
                         settle()
                     if stats.events >= lim.max_events:
-                        return self._stop(stats, "max events", settle)
+                        return stop("max events")
                     if stats.bytes >= lim.max_bytes:
-                        return self._stop(stats, "max bytes", settle)
+                        return stop("max bytes")
                     if time.monotonic() >= deadline:
-                        return self._stop(stats, "max seconds", settle)
+                        return stop("max seconds")
                 raise ConnectionLost("server closed the stream")
             except StreamError as exc:
-                settle()  # what arrived complete is kept; a cut line is re-read after reconnect
+                # What arrived complete is kept; a cut line (overlong or not) is re-read after
+                # reconnecting, from the last offset.
+                settle()
                 if not exc.retryable:
                     stats.fatal = exc
                     stats.stop_reason = f"error: {type(exc).__name__}"
@@ -198,41 +227,132 @@ class WindowReader:
                 stats.errors.append(str(exc))
                 delay = self.backoff.delay(attempt, exc)
                 attempt += 1
+                if isinstance(exc, TooManyConnections):
+                    # The slot is held elsewhere: wait it out, across windows if need be; the
+                    # source goes on once the slot is free (never a failed window or tick).
+                    _NOT_BEFORE[self._backoff_key] = time.time() + delay
+                    if self._wait_out_backoff(deadline):
+                        stats.stop_reason = f"backing off {delay:.0f} s after HTTP 402 (too many connections)"
+                        return stats
+                    stats.reconnects += 1
+                    continue
                 if time.monotonic() + delay >= deadline:
                     stats.stop_reason = f"max seconds (last error: {type(exc).__name__})"
-                    if stats.events == 0 and isinstance(exc, TooManyConnections):
-                        stats.fatal = exc
                     return stats
                 stats.reconnects += 1
                 time.sleep(delay)
             finally:
                 conn.close()
 
-    @staticmethod
-    def _stop(stats: WindowStats, reason: str, settle: Callable[[], None]) -> WindowStats:
-        settle()
-        stats.stop_reason = reason
-        return stats
+    @property
+    def _backoff_key(self) -> str:
+        e = self.endpoint
+        return f"{e.url} {e.app_key} {self.request.subset}"
+
+    def _wait_out_backoff(self, deadline: float) -> bool:
+        """Sleep through a 402 back-off still running for this stream (this window's or an
+        earlier one's in this process), at most until `deadline`; True if it outlasts it."""
+        wait = _NOT_BEFORE.get(self._backoff_key, 0.0) - time.time()
+        if wait <= 0:
+            return False
+        remaining = deadline - time.monotonic()
+        time.sleep(max(0.0, min(wait, remaining)))
+        return wait >= remaining
 
 
-def _join_lines(chunks: list[bytes]) -> tuple[pa.Buffer | None, list[bytes]]:
-    """The complete lines of `chunks` copied into one buffer of Arrow's memory pool, which hands
-    freed pages back to the OS (glibc's heap keeps 8 MB blocks of joined `bytes`), and the cut
-    line after the last b"\\n", still to be completed."""
-    for i in range(len(chunks) - 1, -1, -1):
-        cut = chunks[i].rfind(b"\n") + 1
+# When each stream (URL, app, subset) may connect again after a 402, in wall-clock seconds: a
+# back-off of at least 30 s outlasts short windows, so the next window in this process waits out
+# the rest. A window that waits to its end is an ordinary, empty window: under `ingest --follow`
+# and Dagster ticks the source goes on once the slot is free.
+_NOT_BEFORE: dict[str, float] = {}
+
+
+class _LineBuffer:
+    """Received chunks until they are handed over as complete lines.
+
+    The last b"\n" is tracked as chunks arrive (each chunk is searched once, from its end), so a
+    hand-over never rescans what it scanned before. A line that grows past `max_line` bytes is
+    not buffered: its first DEAD_PREFIX_BYTES are kept and the rest only counted until its
+    b"\n", then it becomes a dead letter (prefix + length). Memory stays within a batch plus one
+    maximum line, whatever a server sends."""
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.tail = 0  # bytes after the last b"\n"
+        self._cut: tuple[int, int] | None = None  # chunk index, offset just after its last b"\n"
+        self.skipping = False
+        self._prefix = b""
+        self._long = 0  # bytes of the overlong line so far
+
+    @property
+    def has_complete(self) -> bool:
+        return self._cut is not None
+
+    def append(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        cut = chunk.rfind(b"\n") + 1
         if cut:
-            break
-    else:
-        return None, chunks
-    head = chunks[:i] + [memoryview(chunks[i])[:cut]]
-    out = pa.allocate_buffer(sum(len(c) for c in head))
-    view, pos = memoryview(out).cast("B"), 0  # Arrow exports signed bytes
-    for c in head:
-        view[pos:pos + len(c)] = c
-        pos += len(c)
-    tail = chunks[i][cut:] + b"".join(chunks[i + 1:])
-    return out, [tail] if tail else []
+            self._cut = (len(self.chunks) - 1, cut)
+            self.tail = len(chunk) - cut
+        else:
+            self.tail += len(chunk)
+
+    def count_newlines(self) -> int:
+        return sum(c.count(b"\n") for c in self.chunks)
+
+    def take_complete(self) -> pa.Buffer | None:
+        """The complete lines, copied into one buffer of Arrow's memory pool, which hands freed
+        pages back to the OS (glibc's heap keeps 8 MB blocks of joined `bytes`); the cut line
+        after the last b"\n" stays, to be completed."""
+        if self._cut is None:
+            return None
+        i, cut = self._cut
+        head = self.chunks[:i] + [memoryview(self.chunks[i])[:cut]]
+        out = pa.allocate_buffer(sum(len(c) for c in head))
+        view, pos = memoryview(out).cast("B"), 0  # Arrow exports signed bytes
+        for c in head:
+            view[pos:pos + len(c)] = c
+            pos += len(c)
+        rest = [self.chunks[i][cut:], *self.chunks[i + 1:]]
+        self.chunks = [c for c in rest if c]
+        self.size, self._cut = self.tail, None
+        return out
+
+    def start_skipping(self) -> None:
+        """The buffered cut line is overlong (complete lines were taken): drop all but its prefix."""
+        assert self._cut is None
+        prefix, n = [], 0
+        for c in self.chunks:
+            if n >= DEAD_PREFIX_BYTES:
+                break
+            prefix.append(c[:DEAD_PREFIX_BYTES - n])
+            n += len(prefix[-1])
+        self._prefix, self._long = b"".join(prefix), self.size
+        self.chunks, self.size, self.tail, self.skipping = [], 0, 0, True
+
+    def skip(self, chunk: bytes) -> tuple[bytes, ParsedBatch | None]:
+        """Drop `chunk` up to the overlong line's end; what follows it, and its dead letter once
+        it ended."""
+        end = chunk.find(b"\n")
+        if end < 0:
+            self._long += len(chunk)
+            return b"", None
+        self._long += end
+        return chunk[end + 1:], self.dead_letter(terminated=True)
+
+    def dead_letter(self, *, terminated: bool) -> ParsedBatch:
+        self.skipping = False
+        how = ("" if terminated else
+               ", not terminated when the window stopped (read again by the next window)")
+        dead = DeadLetter(0, f"line of {self._long:,} bytes exceeds the maximum line size of "
+                             f"{self.max_line:,} bytes (RTDS_MAX_LINE_BYTES){how}; "
+                             f"its first {len(self._prefix):,} bytes are kept",
+                          self._prefix, length=self._long)
+        self._prefix, self._long = b"", 0
+        return ParsedBatch(LANDING_SCHEMA.empty_table(), [dead], None, 0, 1)
 
 
 class _Pipeline:
@@ -250,10 +370,20 @@ class _Pipeline:
         self._failed = False
 
     def submit(self, data: pa.Buffer, land: Callable[[ParsedBatch], None]) -> None:
-        while len(self._jobs) >= self._depth or (self._jobs and self._jobs[0].done()):
-            self._jobs.popleft().result()  # re-raises what failed on a worker
+        self._wait_for_room()
         parsed = self._parser.submit(self._parse, data)
         self._jobs.append(self._lander.submit(self._land, parsed, land))
+
+    def submit_parsed(self, batch: ParsedBatch, land: Callable[[ParsedBatch], None]) -> None:
+        """A batch made without parsing (an overlong line's dead letter), landed in its turn."""
+        self._wait_for_room()
+        done: Future[ParsedBatch] = Future()
+        done.set_result(batch)
+        self._jobs.append(self._lander.submit(self._land, done, land))
+
+    def _wait_for_room(self) -> None:
+        while len(self._jobs) >= self._depth or (self._jobs and self._jobs[0].done()):
+            self._jobs.popleft().result()  # re-raises what failed on a worker
 
     def _land(self, parsed: Future[ParsedBatch], land: Callable[[ParsedBatch], None]) -> None:
         if self._failed:
