@@ -57,6 +57,7 @@ def _testserver(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     from rtds_pipeline.ingest import ingest_window, limits_from
+    from rtds_pipeline.lake.commits import CommitConflict
     from rtds_pipeline.lake.storage import open_lake
     from rtds_pipeline.settings import SettingsError, load_settings
     from rtds_pipeline.stream.errors import NoDataYet, StreamError
@@ -103,7 +104,7 @@ def _ingest(args: argparse.Namespace) -> int:
             print(("\r\033[K" if live else "") + line, flush=True)
     except KeyboardInterrupt:
         pass
-    except StreamError as exc:
+    except (StreamError, CommitConflict) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     took = time.monotonic() - t0
@@ -135,6 +136,7 @@ def _lag_ms(max_processed_ms: int | None) -> str:
 
 def _lake_status(args: argparse.Namespace) -> int:
     from rtds_pipeline.lake.commits import CommitLog
+    from rtds_pipeline.lake.live import load_state
     from rtds_pipeline.lake.storage import open_lake
     from rtds_pipeline.settings import load_settings
 
@@ -142,18 +144,99 @@ def _lake_status(args: argparse.Namespace) -> int:
     lake = open_lake(settings.lake_url)
     print(f"lake {lake.url}")
     for source in settings.sources:
-        commits = CommitLog(lake, source.key).all()
-        if not commits:
+        state = load_state(CommitLog(lake, source.key))
+        if not state.seq:
             print(f"  {source.key}: nothing committed yet")
             continue
-        last = commits[-1]
-        files = sum(len(c.files) for c in commits)
-        rows = sum(c.events for c in commits)
-        dead = sum(c.dead_letters for c in commits)
-        days = sorted({d for c in commits for d in c.days})
-        print(f"  {source.key}: offset {last.resume_offset}, {len(commits)} commits, {files} files, "
+        last = CommitLog(lake, source.key).read(state.seq)
+        live = state.files()
+        rows = sum(f.rows for f in live)
+        dead = sum(f.rows for f in state.dead_letters.values())
+        days = sorted({f.day for f in live})
+        print(f"  {source.key}: offset {last.resume_offset}, {state.seq} commits, {len(live)} files, "
               f"{rows:,} rows, days {days[0] if days else '-'}..{days[-1] if days else '-'}, "
               f"lag {_lag(last.max_processed)}, {dead} dead letters")
+    return 0
+
+
+def _lake_files(args: argparse.Namespace) -> int:
+    """The committed view: live files only (never orphans, never superseded files)."""
+    from rtds_pipeline.lake.live import live_files
+    from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        sources = [settings.source(args.source)] if args.source else list(settings.sources)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lake = open_lake(settings.lake_url)
+    urls = [lake.url_of(f.path) for s in sources for f in live_files(lake, s.key, args.day or None)]
+    if args.duckdb:
+        listed = ", ".join("'" + u.replace("'", "''") + "'" for u in urls)
+        print(f"CREATE OR REPLACE VIEW landing AS SELECT * FROM read_parquet([{listed}], "
+              "hive_partitioning = true);" if urls else
+              "-- nothing committed yet", flush=True)
+    else:
+        print("\n".join(urls), flush=True)
+    return 0
+
+
+def _lake_compact(args: argparse.Namespace) -> int:
+    """Housekeeping on demand: what the Dagster job `lake_housekeeping` does on its schedule."""
+    from rtds_pipeline.lake.compaction import housekeep
+    from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        sources = [settings.source(args.source)] if args.source else list(settings.sources)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lake = open_lake(settings.lake_url)
+    for source in sources:
+        done = housekeep(lake, source.key, **settings.lake_housekeeping())
+        for d in done.compacted:
+            print(f"  {source.key} {d.day}: {d.files_before} files -> {d.files_after} "
+                  f"({d.bytes_before / 1e6:,.1f} MB -> {d.bytes_after / 1e6:,.1f} MB, "
+                  f"record {d.seq})")
+        print(f"{source.key}: {len(done.compacted)} day(s) compacted, "
+              f"{len(done.superseded_deleted)} superseded file(s) deleted, "
+              f"{len(done.orphans_deleted)} orphan(s) deleted; {done.live_files} live files in "
+              f"{done.days} day(s), at most {done.max_files_per_settled_day} per settled day",
+              flush=True)
+    return 0
+
+
+def _lake_reset(args: argparse.Namespace) -> int:
+    """Start a source over from its `start` (or from --offset): a `reset` record, files kept."""
+    import time as _time
+
+    from rtds_pipeline.lake.commits import RESET, Commit, CommitLog
+    from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        source = settings.source(args.source)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log = CommitLog(open_lake(settings.lake_url), source.key)
+    last = log.latest()
+    if last is None:
+        print(f"{source.key}: nothing committed, nothing to reset")
+        return 0
+    log.write(Commit(
+        source=source.key, window_seq=last.window_seq + 1, resume_offset=args.offset,
+        previous_offset=last.resume_offset, first_offset=None, files=[], dead_letter_files=[],
+        events=0, dead_letters=0, offset_updates=0, keepalives=0, reconnects=0, bytes_read=0,
+        max_processed=None, committed_at=_time.time(), stop_reason="reset by operator",
+        kind=RESET))
+    print(f"{source.key}: resume offset {last.resume_offset} -> "
+          f"{args.offset or 'none (the next window starts at ' + source.start + ')'}")
     return 0
 
 
@@ -219,6 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
     lake_sub = lake.add_subparsers(dest="lake_command", required=True)
     st = lake_sub.add_parser("status", help="per source: committed offset, files, rows, lag")
     st.set_defaults(func=_lake_status)
+    fl = lake_sub.add_parser("files", help="the committed landing files (what readers may read)")
+    fl.add_argument("--source", help="one source (default: all)")
+    fl.add_argument("--day", action="append", help="occurred day YYYY-MM-DD (repeatable)")
+    fl.add_argument("--duckdb", action="store_true",
+                    help="print a DuckDB statement creating a view `landing` over them")
+    fl.set_defaults(func=_lake_files)
+    cp = lake_sub.add_parser("compact", help="compact settled days, delete superseded files "
+                             "past retention and orphans (what the housekeeping job does)")
+    cp.add_argument("--source", help="one source (default: all)")
+    cp.set_defaults(func=_lake_compact)
+    rs = lake_sub.add_parser("reset", help="start a source over (its files stay): after the "
+                             "stream's head fell behind the committed offset")
+    rs.add_argument("--source", required=True)
+    rs.add_argument("--offset", help="resume after this offset (default: the source's start)")
+    rs.set_defaults(func=_lake_reset)
 
     q = sub.add_parser("sql", help="query the warehouse read-only (never blocks the pipeline)")
     q.add_argument("query", help='SQL, e.g. "select count(*) from events"; "-" reads stdin')

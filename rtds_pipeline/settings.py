@@ -89,6 +89,20 @@ class Settings:
     tick_seconds: int = 15  # minimum interval between two sensor ticks of a source
     marts_seconds: int = 60  # minimum interval between two marts refreshes
     first_day: str | None = None  # first daily partition; default: 100 days ago (RTDS keeps ≤ 90)
+    # Lake lifecycle (rtds_pipeline/lake/compaction.py): files per settled day, days to settle,
+    # hours superseded files are kept, grace before unlisted files count as orphans.
+    compact_max_files: int = 4
+    compact_settle_days: int = 1
+    superseded_retention_hours: float = 6.0
+    orphan_grace_hours: float = 1.0
+    housekeeping_cron: str = "17 * * * *"
+
+    def lake_housekeeping(self) -> dict[str, Any]:
+        """Keyword arguments of `lake.compaction.housekeep`."""
+        return {"max_files": self.compact_max_files, "settle_days": self.compact_settle_days,
+                "superseded_retention_s": self.superseded_retention_hours * 3600,
+                "orphan_grace_s": self.orphan_grace_hours * 3600,
+                "memory_limit": self.duckdb_memory_limit}
 
     def source(self, name: str | None) -> SourceConfig:
         if name is None:
@@ -182,4 +196,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         tick_seconds=int(env.get("RTDS_TICK_SECONDS", 15)),
         marts_seconds=int(env.get("RTDS_MARTS_SECONDS", 60)),
         first_day=env.get("RTDS_FIRST_DAY") or None,
+        compact_max_files=int(env.get("RTDS_COMPACT_MAX_FILES", 4)),
+        compact_settle_days=int(env.get("RTDS_COMPACT_SETTLE_DAYS", 1)),
+        superseded_retention_hours=float(env.get("RTDS_SUPERSEDED_RETENTION_HOURS", 6)),
+        orphan_grace_hours=float(env.get("RTDS_ORPHAN_GRACE_HOURS", 1)),
+        housekeeping_cron=env.get("RTDS_HOUSEKEEPING_CRON", "17 * * * *"),
     )

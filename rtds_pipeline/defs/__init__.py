@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from rtds_pipeline.defs.assets import daily_partitions, day_table_asset, landing_spec
+from rtds_pipeline.defs.lake import housekeeping_job, housekeeping_schedule
 from rtds_pipeline.defs.marts import mart_asset, marts_sensor
 from rtds_pipeline.defs.resources import RtdsResource
 from rtds_pipeline.defs.sensors import source_sensor, stream_lag_check
@@ -29,8 +30,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     if available:
         sensors.append(marts_sensor(tables, [dg.AssetKey(m.name) for m in available],
                                     settings.marts_seconds))
+    housekeeping = housekeeping_job(settings)
     return dg.Definitions(
         assets=assets,
+        jobs=[housekeeping],
+        schedules=[housekeeping_schedule(housekeeping, settings)],
         asset_checks=[stream_lag_check(s) for s in settings.sources],
         sensors=sensors,
         # Runs are one step each: executing it in the run's own process saves a process start.

@@ -102,12 +102,10 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
     if mirrored is None:
         context.log.info(f"no cursor for {source.key}: resuming from the lake's commit log and "
                          "requesting every committed day once")
-    new = [log.read(s) for s in log.sequences() if mirrored is None or s > mirrored]
+    new = log.since(mirrored or 0)
     latest = new[-1] if new else log.latest()
 
-    caught_up = stats.stop_reason.startswith("caught up")
-    lag_s = 0.0 if caught_up else (
-        time.time() - stats.max_processed_ms / 1000 if stats.max_processed_ms else None)
+    lag_s = outcome.lag_s  # measured: 0 only when an idle window confirmed the stream's head
     events: list[dg.AssetMaterialization | dg.AssetCheckEvaluation] = []
     if outcome.commit is not None:
         events.append(dg.AssetMaterialization(

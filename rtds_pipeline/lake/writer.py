@@ -14,6 +14,7 @@ from those slices, never copied into one big table.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -198,6 +199,23 @@ _PARQUET_OPTIONS = dict(
     use_dictionary=["type", "device_type", "channel", "named_user_id", "contact_id", "push_id",
                     "group_id", "window_seq"],
     write_statistics=[f.name for f in LANDING_SCHEMA if f.name != "raw"])
+
+
+def write_parquet_batches(lake: Lake, rel: str, batches: Iterable[pa.RecordBatch]) -> int:
+    """Stream batches (LANDING_SCHEMA) into one Parquet file with the landing zone's options;
+    durable (fsynced, or one whole object) when it returns its size."""
+    options = {k: v for k, v in _PARQUET_OPTIONS.items() if k != "row_group_size"}
+    path = lake.path(rel)
+    if lake.is_local:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with (open(path, "wb") if lake.is_local else lake.fs.open(path, "wb")) as f:
+        with pq.ParquetWriter(f, LANDING_SCHEMA, **options) as out:
+            for batch in batches:
+                out.write_batch(batch, row_group_size=_PARQUET_OPTIONS["row_group_size"])
+        if lake.is_local:
+            f.flush()
+            os.fsync(f.fileno())
+        return f.tell()
 
 
 def write_parquet(lake: Lake, rel: str, table: pa.Table) -> int:

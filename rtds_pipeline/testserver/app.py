@@ -497,8 +497,9 @@ class _Stream:
 
     def _send_keepalive(self) -> None:
         if self.request.enable_offset_updates:
-            # Offset of the last event considered for inclusion, whether or not it passed.
-            last = max(self.seq, self.log.first_seq) - 1
+            # Offset of the last event considered for inclusion, whether or not it passed; a
+            # resume point beyond the head considers nothing past the head.
+            last = min(max(self.seq, self.log.first_seq), self.log.next_seq) - 1
             if last >= 0:
                 now = iso_ms(now_ms())
                 self._write_raw(orjson.dumps({
