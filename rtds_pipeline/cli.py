@@ -34,7 +34,8 @@ def _testserver(args: argparse.Namespace) -> int:
     cache = Path(os.environ.get("RTDS_CACHE_DIR", Path.home() / ".cache" / "rtds_pipeline"))
     options = ServerOptions(host=args.host, port=args.port, seed=args.seed, rate=args.rate,
                             backlog=args.backlog, quirks=Quirks() if args.quirks else Quirks.none(),
-                            cache_dir=cache if args.backlog >= 100_000 else None)
+                            cache_dir=cache if args.backlog >= 100_000 else None,
+                            state_dir=args.state_dir)
     server = TestServer(options, config)
     if args.backlog:
         print(f"building a backlog of {args.backlog:,} events (seed {args.seed}) …", flush=True)
@@ -91,7 +92,8 @@ def _ingest(args: argparse.Namespace) -> int:
         while args.follow or window < args.windows:
             window += 1
             try:
-                out = ingest_window(source, lake, limits, progress)
+                out = ingest_window(source, lake, limits, progress,
+                                    orphan_grace_s=settings.orphan_grace_hours * 3600)
             except NoDataYet as exc:
                 print(f"window {window}: {exc}", flush=True)
                 time.sleep(5)
@@ -286,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--config", type=Path, help=f"apps/tokens/behaviour (JSON or TOML); default: "
                     f"app {DEFAULT_APP_KEY}, token {DEFAULT_ACCESS_TOKEN}, "
                     f"master secret {DEFAULT_MASTER_SECRET}")
+    ts.add_argument("--state-dir", type=Path,
+                    help="keep offsets across restarts here (they never go back); `make run` "
+                         "uses data/testserver")
     ts.add_argument("--no-quirks", dest="quirks", action="store_false",
                     help="no duplicates, late or skewed events, unknown types or fields")
     ts.set_defaults(func=_testserver)

@@ -70,7 +70,8 @@ def clean_up_after_crashes(lake: Lake, source: str, grace_s: float = ORPHAN_GRAC
 
 
 def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
-                  progress: Callable[[WindowStats, float], None] | None = None) -> WindowOutcome:
+                  progress: Callable[[WindowStats, float], None] | None = None,
+                  orphan_grace_s: float = ORPHAN_GRACE_S) -> WindowOutcome:
     """Read one bounded window after the last commit and commit what it read.
 
     The offset advances only in the commit that makes the window's files visible, so a crash at
@@ -80,7 +81,7 @@ def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
     """
     return_memory_promptly()
     t0 = time.monotonic()
-    clean_up_after_crashes(lake, source.key)
+    clean_up_after_crashes(lake, source.key, orphan_grace_s)
     log = CommitLog(lake, source.key)
     last = log.latest()
     seq = last.window_seq + 1 if last else 1

@@ -105,9 +105,10 @@ def _groups(files: list[LandedFile], target_bytes: int) -> list[list[LandedFile]
 
 
 def _sorted_rows(con: duckdb.DuckDBPyConnection, urls: list[str]) -> Iterator[pa.RecordBatch]:
-    reader = con.execute(
-        "SELECT * FROM read_parquet(?, hive_partitioning = false) "
-        "ORDER BY occurred NULLS LAST, window_seq, window_pos", [urls]).to_arrow_reader(BATCH_ROWS)
+    reader = con.sql(
+        "SELECT * FROM read_parquet($urls, hive_partitioning = false) "
+        "ORDER BY occurred NULLS LAST, window_seq, window_pos",
+        params={"urls": urls}).to_arrow_reader(BATCH_ROWS)
     for batch in reader:
         yield pa.RecordBatch.from_arrays(
             [batch.column(f.name).cast(f.type) for f in LANDING_SCHEMA], schema=LANDING_SCHEMA)

@@ -14,6 +14,7 @@ from those slices, never copied into one big table.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -49,6 +50,9 @@ class LandingWriter:
                  flush_bytes: int = FLUSH_BYTES) -> None:
         self.lake, self.source, self.window_seq = lake, source, window_seq
         self.flush_bytes = flush_bytes
+        # In every file name: two writers racing on a source never write (or delete) each
+        # other's files, even when they read the same offsets.
+        self.token = uuid.uuid4().hex[:8]
         self._days: dict[str, list[pa.Table]] = {}  # rows since the last flush, by day
         self._ids: list[pa.ChunkedArray] = []
         self._buffered = 0
@@ -137,7 +141,7 @@ class LandingWriter:
 
     def _write_day(self, day: str, rows: pa.Table) -> LandedFile:
         offsets = rows.column("rtds_offset")
-        name = f"{offsets[0].as_py()}-{offsets[-1].as_py()}.parquet"
+        name = f"{offsets[0].as_py()}-{offsets[-1].as_py()}.{self.token}.parquet"
         rel = f"{landing_dir(self.source, day)}/{name}"
         size = write_parquet(self.lake, rel, rows)
         occ = rows.column("occurred")
@@ -151,7 +155,7 @@ class LandingWriter:
         self.files = [w.result() for w in self._writes]
         self.close()
         if self._dead:
-            rel = f"dead_letter/source={self.source}/window-{self.window_seq:010d}.ndjson"
+            rel = f"dead_letter/source={self.source}/window-{self.window_seq:010d}.{self.token}.ndjson"
             data = b"".join(orjson.dumps({"window_seq": self.window_seq, "position": d.position,
                                           "error": d.error,
                                           "raw": d.raw.decode("utf-8", "backslashreplace")}) + b"\n"

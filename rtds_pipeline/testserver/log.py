@@ -72,7 +72,8 @@ class StreamLog:
 
     def __init__(self, seed: int = 0, quirks: Quirks | None = None, *,
                  retention_events: int | None = None, retention_bytes: int | None = None,
-                 retention_ms: int = 7 * DAY_MS, population: int = 2000) -> None:
+                 retention_ms: int = 7 * DAY_MS, population: int = 2000,
+                 first_seq: int = 0) -> None:
         self.seed = seed
         self.generator = LifecycleGenerator(seed, population)
         self.rng = random.Random(seed ^ 0x5EED)
@@ -80,7 +81,7 @@ class StreamLog:
         self.retention_events = retention_events
         self.retention_bytes = retention_bytes
         self.retention_ms = retention_ms
-        self.first_seq = 0  # oldest retained
+        self.first_seq = first_seq  # oldest retained (a restarted server goes on from its last)
         self.lines: list[bytes] = []  # lines[i] is seq first_seq + i, without the newline
         self.types: list[str] = []
         self.ids: list[str] = []
