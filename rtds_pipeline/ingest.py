@@ -109,8 +109,13 @@ def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
         _commit_window(log, commit)
     if stats.fatal is not None:
         raise stats.fatal
+    caught_up = stats.stop_reason.startswith("caught up")
     lag_s = (now_ms() - stats.max_processed_ms) / 1000 if stats.max_processed_ms else None
-    if stats.events == 0 and previous is not None and stats.stop_reason.startswith("caught up"):
+    if caught_up and stats.events:
+        lag_s = 0.0  # the server had nothing more: at its head
+    elif caught_up and previous is not None:
+        # Nothing at all arrived: the stream is idle, or its head is behind our offset and
+        # nothing can ever arrive. Only the server's OFFSET_UPDATE tells the two apart.
         head = stream_head(source, previous, min(limits.idle_timeout, HEAD_PROBE_S))
         if head is not None and offset_before(head, previous):
             raise StreamHeadBehind(source.key, head, previous)

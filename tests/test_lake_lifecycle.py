@@ -378,7 +378,8 @@ def test_a_stream_behind_the_committed_offset_fails_loudly(fresh_server, tmp_pat
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     srv.generate(10)
-    assert ingest_window(src, lake, FAST).stats.events == 10
+    new = [r for r in srv.ground_truth() if r["type"] != "COMPLIANCE" and r["offset"] > last.resume_offset]
+    assert ingest_window(src, lake, FAST).stats.events == len(new) > 0
 
 
 def test_a_restarted_test_server_never_goes_back_in_offsets(tmp_path):
