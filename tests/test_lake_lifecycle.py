@@ -224,6 +224,12 @@ def test_the_committed_view_never_shows_orphans(lake, tmp_path):
     con.execute(out.stdout)
     assert con.execute("SELECT count(*), count(DISTINCT id) FROM landing").fetchall() == [(18, 18)]
     assert con.execute("SELECT count(*) FROM landing WHERE id LIKE 'ghost%'").fetchall() == [(0,)]
+    # the README's two commands, with the plain DuckDB CLI
+    (tmp_path / "landing.sql").write_text(out.stdout)
+    cli = subprocess.run([str(Path(sys.executable).with_name("duckdb")), "-init", "landing.sql",
+                          "-csv", "-c", "SELECT count(*) AS n FROM landing"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0 and cli.stdout.splitlines()[-2:] == ["n", "18"], cli
 
 
 def test_a_writer_start_removes_what_a_killed_writer_left(fresh_server, tmp_path):
