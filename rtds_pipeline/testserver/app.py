@@ -504,18 +504,18 @@ class _Stream:
             end = min(end, (self.seq // SEGMENT_EVENTS + 1) * SEGMENT_EVENTS)
         subset = self.request.subset
         while self.seq < end:
-            i = self.seq - log.first_seq
+            seq = self.seq
             self.seq += 1
-            etype = log.types[i]
+            etype = log.type_of(seq)
             if etype == "COMPLIANCE" and not self.include_compliance:
                 continue
             if self.compliance and etype != "COMPLIANCE":
                 continue
             if self.types_allowed is not None and etype not in self.types_allowed:
                 continue
-            if not subset_admits(subset, log.ids[i]):
+            if subset is not None and not subset_admits(subset, log.id_of(seq)):
                 continue
-            line = log.lines[i]
+            line = log.line(seq)
             if self.request.filters and not self.filters(
                     etype, orjson.loads(line) if self.parse else None):
                 continue
