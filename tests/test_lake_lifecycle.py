@@ -427,3 +427,40 @@ def test_the_housekeeping_job_runs_on_a_schedule_and_reports_on_the_landing_asse
         assert by_key["landing/events"]["days_compacted"].value == 1
         assert by_key["landing/events"]["max_files_per_settled_day"].value <= 4
     assert len(live_files(lake, "events", [D1])) == 1
+
+
+# ---------------------------------------------------------------------------- test server memory
+MEMORY_PROBE = """
+import gc, sys
+from rtds_pipeline.testserver.log import StreamLog
+def rss(): return int(open("/proc/self/statm").read().split()[1]) * 4096
+log = StreamLog(0)
+before = rss()
+log.build_backlog(int(sys.argv[1]), 3 * 86_400_000)
+gc.collect()
+print((rss() - before) / len(log), log.bytes_retained / len(log))
+"""
+
+
+def test_the_test_servers_log_holds_a_backlog_compressed():
+    """≤ 1 GB for a 2M-event backlog means ≤ ~450 bytes per event beside the interpreter; the
+    serialized events are ~1 KB each, so they must be held compressed."""
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, "100000"], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    per_event, line_bytes = map(float, out.stdout.split())
+    assert line_bytes > 500 and per_event < 400, out.stdout
+
+
+def test_filtered_readers_get_every_line_back_from_compressed_segments():
+    from rtds_pipeline.testserver.log import SEGMENT_EVENTS, StreamLog
+    log = StreamLog(seed=4, retention_events=3 * SEGMENT_EVENTS + 100)
+    log.generate(6 * SEGMENT_EVENTS + 7, 0, 10**6)
+    assert log.first_seq % SEGMENT_EVENTS and len(log) == 3 * SEGMENT_EVENTS + 100  # mid-segment
+    seen = {r["offset"]: r for r in log.ground_truth()}
+    assert len(seen) == len(log)
+    for seq in range(log.first_seq, log.next_seq):
+        event = orjson.loads(log.line(seq))
+        assert event["offset"] == offset_of(seq) and event["id"] == log.id_of(seq)
+        assert event["type"] == log.type_of(seq)
+    assert any(log.type_of(s) == "COMPLIANCE" for s in range(log.first_seq, log.next_seq))
