@@ -71,7 +71,8 @@ def main() -> int:
             [sys.executable, "-m", "rtds_pipeline.cli", "testserver", "--port", str(PORT),
              "--rate", os.environ.get("RTDS_TESTSERVER_RATE", "200"),
              "--backlog", os.environ.get("RTDS_TESTSERVER_BACKLOG", "50000"),
-             "--state-dir", str(ROOT / "data" / "testserver"),
+             "--state-dir", os.environ.get("RTDS_TESTSERVER_STATE_DIR",
+                                           str(ROOT / "data" / "testserver")),
              *(["--no-quirks"] if os.environ.get("RTDS_TESTSERVER_QUIRKS") == "0" else [])],
             cwd=ROOT, start_new_session=True)
         procs.append(server)
