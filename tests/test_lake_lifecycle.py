@@ -464,3 +464,25 @@ def test_filtered_readers_get_every_line_back_from_compressed_segments():
         assert event["offset"] == offset_of(seq) and event["id"] == log.id_of(seq)
         assert event["type"] == log.type_of(seq)
     assert any(log.type_of(s) == "COMPLIANCE" for s in range(log.first_seq, log.next_seq))
+
+
+def test_the_warehouse_rebuilds_a_compacted_day_to_the_same_events(lake, tmp_path):
+    from rtds_pipeline.warehouse import events as wh
+    from rtds_pipeline.warehouse.store import Warehouse
+
+    small_windows(lake, [D1], 8)
+    commit_window(lake, "events", [event(f"e{i}", "OPEN", f"{D1}T23:00:00.000Z", 900 + i)
+                                   for i in range(1, 6)])  # later copies of existing ids
+    src = [SourceConfig("events")]
+    warehouse = Warehouse(tmp_path / "wh.duckdb")
+
+    def build() -> list[tuple]:
+        with warehouse.writer(lake) as con:
+            wh.sync_manifest(con, lake, src)
+            wh.build_days(con, "events", [D1])
+            assert all(r.ok for r in wh.reconcile_days(con, "events", [D1]))
+            return con.execute("SELECT * FROM events ORDER BY id").fetchall()
+
+    before = build()
+    assert compact_source(lake, "events", today=TODAY)
+    assert build() == before

@@ -65,7 +65,7 @@ def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
         seen = con.execute("SELECT coalesce(max(window_seq), 0) FROM landing_windows "
                            "WHERE source = ?", [source.key]).fetchall()[0][0]
         log = CommitLog(lake, source.key)
-        new = [log.read(s) for s in log.sequences() if s > seen]
+        new = log.since(seen)
         if not new:
             continue
         windows = pa.table({
@@ -93,6 +93,10 @@ def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
             con.execute("INSERT INTO landing_windows SELECT source, kind, window_seq, events, "
                         "dead_letters, first_offset, resume_offset, max_processed::TIMESTAMPTZ, "
                         "committed_at, stop_reason FROM new_windows")
+            # A compaction record's files replace those it lists (same rows): not new data.
+            gone = [lake.url_of(p) for c in new for p in c.replaces]
+            if gone:
+                con.execute("DELETE FROM landing_files WHERE list_contains(?, path)", [gone])
             con.execute("INSERT INTO landing_files SELECT * FROM new_files")
             con.execute("COMMIT")
         except BaseException:
