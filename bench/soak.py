@@ -50,7 +50,8 @@ def role(proc: psutil.Process) -> str:
         cmd = " ".join(proc.cmdline())
     except psutil.Error:
         return "?"
-    for needle, name in (("testserver", "testserver"), ("dagster-daemon", "daemon"),
+    for needle, name in (("testserver", "testserver"), ("dagster._daemon", "daemon"),
+                         ("dagster-daemon", "daemon"), ("code-server start", "code_server_proxy"),
                          ("dagster_webserver", "webserver"), ("dagster-webserver", "webserver"),
                          ("api grpc", "code_server"), ("execute_run", "run_worker"),
                          ("api execute", "run_worker"), ("dagster dev", "dagster_dev"),
