@@ -35,7 +35,7 @@ def _testserver(args: argparse.Namespace) -> int:
     options = ServerOptions(host=args.host, port=args.port, seed=args.seed, rate=args.rate,
                             backlog=args.backlog, quirks=Quirks() if args.quirks else Quirks.none(),
                             cache_dir=cache if args.backlog >= 100_000 else None,
-                            state_dir=args.state_dir)
+                            state_dir=args.state_dir, retention_events=args.retention_events)
     server = TestServer(options, config)
     if args.backlog:
         print(f"building a backlog of {args.backlog:,} events (seed {args.seed}) …", flush=True)
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--config", type=Path, help=f"apps/tokens/behaviour (JSON or TOML); default: "
                     f"app {DEFAULT_APP_KEY}, token {DEFAULT_ACCESS_TOKEN}, "
                     f"master secret {DEFAULT_MASTER_SECRET}")
+    ts.add_argument("--retention-events", type=int,
+                    help="events kept per app (default: RTDS's 7 days); memory ~150 B per event")
     ts.add_argument("--state-dir", type=Path,
                     help="keep offsets across restarts here (they never go back); `make run` "
                          "uses data/testserver")
