@@ -95,7 +95,7 @@ class Settings:
     compact_settle_days: int = 1
     superseded_retention_hours: float = 6.0
     orphan_grace_hours: float = 1.0
-    housekeeping_cron: str = "17 * * * *"
+    housekeeping_cron: str = "7-59/15 * * * *"
 
     def lake_housekeeping(self) -> dict[str, Any]:
         """Keyword arguments of `lake.compaction.housekeep`."""
@@ -200,5 +200,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         compact_settle_days=int(env.get("RTDS_COMPACT_SETTLE_DAYS", 1)),
         superseded_retention_hours=float(env.get("RTDS_SUPERSEDED_RETENTION_HOURS", 6)),
         orphan_grace_hours=float(env.get("RTDS_ORPHAN_GRACE_HOURS", 1)),
-        housekeeping_cron=env.get("RTDS_HOUSEKEEPING_CRON", "17 * * * *"),
+        housekeeping_cron=env.get("RTDS_HOUSEKEEPING_CRON", "7-59/15 * * * *"),
     )
