@@ -486,3 +486,16 @@ def test_the_warehouse_rebuilds_a_compacted_day_to_the_same_events(lake, tmp_pat
     before = build()
     assert compact_source(lake, "events", today=TODAY)
     assert build() == before
+
+
+def test_lake_compact_on_demand_from_the_command_line(lake):
+    small_windows(lake, [D1, D2], 6)
+    env = {**os.environ, "RTDS_LAKE_URL": lake.root, "RTDS_SUPERSEDED_RETENTION_HOURS": "0"}
+    out = subprocess.run([*CLI, "lake", "compact", "--source", "events"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "events: 2 day(s) compacted, 12 superseded file(s) deleted" in out.stdout
+    assert len(live_files(lake, "events")) == 2 and len(files_on_disk(lake)) == 2
+    status = subprocess.run([*CLI, "lake", "status"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert "events: offset 1000000000036, 8 commits, 2 files, 36 rows" in status.stdout
