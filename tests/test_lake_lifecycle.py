@@ -499,3 +499,27 @@ def test_lake_compact_on_demand_from_the_command_line(lake):
     status = subprocess.run([*CLI, "lake", "status"], env=env, capture_output=True, text=True,
                             timeout=60)
     assert "events: offset 1000000000036, 8 commits, 2 files, 36 rows" in status.stdout
+
+
+def test_a_sensor_tick_behind_the_stream_fails_the_lag_check_with_the_reason(fresh_server, tmp_path):
+    from rtds_pipeline.defs import build_definitions
+    from rtds_pipeline.settings import load_settings
+
+    srv = fresh_server(backlog=1000)
+    settings = load_settings({"RTDS_BASE_URL": srv.url, "RTDS_LAKE_URL": str(tmp_path / "lake"),
+                              "RTDS_WAREHOUSE": str(tmp_path / "w.duckdb")})
+    defs = build_definitions(settings)
+    lake = defs.resources["rtds"].lake()
+    small_windows(lake, [D1], 1)
+    log = CommitLog(lake, "events")
+    last = log.latest()
+    log.write(dataclasses.replace(last, window_seq=2, files=[], kind=RESET,
+                                  resume_offset=offset_of(srv.log().next_seq + 100)))
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
+        result = defs.get_sensor_def("rtds_events")(ctx)
+    [check] = result.asset_events
+    assert check.check_name == "stream_lag" and not check.passed
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert "behind the lake's committed resume offset" in result.skip_reason.skip_message
+    assert not result.run_requests
