@@ -54,7 +54,8 @@ def role(proc: psutil.Process) -> str:
                          ("dagster-daemon", "daemon"), ("code-server start", "code_server_proxy"),
                          ("dagster_webserver", "webserver"), ("dagster-webserver", "webserver"),
                          ("api grpc", "code_server"), ("execute_run", "run_worker"),
-                         ("api execute", "run_worker"), ("dagster dev", "dagster_dev"),
+                         ("api execute", "run_worker"), ("spawn_main", "run_worker"),
+                         ("resource_tracker", "mp_tracker"), ("dagster dev", "dagster_dev"),
                          ("rtds_pipeline.run", "run.py")):
         if needle in cmd:
             return name
