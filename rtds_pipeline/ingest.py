@@ -10,7 +10,7 @@ from collections.abc import Callable
 import orjson
 
 from rtds_pipeline.allocator import return_memory_promptly
-from rtds_pipeline.lake.commits import COMPACTION, Commit, CommitConflict, CommitLog, LandedFile
+from rtds_pipeline.lake.commits import COMPACTION, Commit, CommitConflict, CommitLog
 from rtds_pipeline.lake.live import ORPHAN_GRACE_S, collect_orphans
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.lake.writer import LandingWriter
@@ -130,22 +130,14 @@ def _commit_window(log: CommitLog, commit: Commit) -> None:
     window's files are deleted and `CommitConflict` raised."""
     while True:
         try:
-            log.write(commit)
+            log.write(commit, discard_on_conflict=False)
             return
         except CommitConflict:
             taken = log.since(commit.window_seq - 1)
             if not taken or any(c.kind != COMPACTION for c in taken):
-                _delete(log.lake, [*commit.files, *commit.dead_letter_files])
+                log.discard(commit)
                 raise
             commit.window_seq = taken[-1].window_seq + 1
-
-
-def _delete(lake: Lake, files: list[LandedFile]) -> None:
-    for f in files:
-        try:
-            lake.fs.rm(lake.path(f.path))
-        except FileNotFoundError:
-            pass
 
 
 def offset_before(a: str, b: str) -> bool:

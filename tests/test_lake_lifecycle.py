@@ -523,3 +523,14 @@ def test_a_sensor_tick_behind_the_stream_fails_the_lag_check_with_the_reason(fre
     assert check.severity == dg.AssetCheckSeverity.ERROR
     assert "behind the lake's committed resume offset" in result.skip_reason.skip_message
     assert not result.run_requests
+
+
+def test_any_writer_that_loses_a_sequence_loses_its_files_too(lake):
+    """What a webhook receiver or any other writer gets from `CommitLog.write` alone."""
+    first = commit_window(lake, "events", [event("a", "OPEN", f"{D1}T01:00:00.000Z", 1)])
+    writer = LandingWriter(lake, "events", 1)
+    writer.add(parse_batch(orjson.dumps(event("b", "OPEN", f"{D1}T02:00:00.000Z", 1)) + b"\n", 1))
+    files, _ = writer.finish()
+    with pytest.raises(CommitConflict):
+        CommitLog(lake, "events").write(dataclasses.replace(first, files=files))
+    assert files_on_disk(lake) == {f.path for f in first.files}

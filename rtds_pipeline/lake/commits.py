@@ -20,7 +20,7 @@ Interfaces (what the warehouse and the other writers rely on):
   locally by `os.link` of a fully written temporary file (fails if the name exists), on S3 by a
   conditional PUT (`If-None-Match: *`). Checked once per store: a store that ignores the
   condition raises `ExclusiveWriteUnsupported` instead of committing unsafely. The loser of a
-  race gets `CommitConflict` (the caller deletes its own data files).
+  race gets `CommitConflict`, after its commit's data files were deleted.
 - `CommitLog.since(seq)` reads the records after `seq` in order by probing seq+1, seq+2 … until
   one is absent: O(new records), no listing.
 - `CommitLog.latest()` reads the advisory pointer `_latest` (a sequence number), then probes
@@ -166,9 +166,10 @@ class CommitLog:
         return self.since(0)
 
     # ------------------------------------------------------------------ writing
-    def write(self, commit: Commit) -> None:
+    def write(self, commit: Commit, *, discard_on_conflict: bool = True) -> None:
         """Create record `commit.window_seq` if it is absent, atomically; its files must already
-        be durable. Raises `CommitConflict` if another writer created it first."""
+        be durable. Raises `CommitConflict` if another writer created it first, after deleting
+        the commit's files (unless `discard_on_conflict=False`: the caller retries or cleans)."""
         final = self._name(commit.window_seq)
         data = commit.to_json()
         try:
@@ -178,11 +179,21 @@ class CommitLog:
                 self._check_conditional_put()
                 _create_remote(self.lake, final, data)
         except FileExistsError:
+            if discard_on_conflict:
+                self.discard(commit)
             raise CommitConflict(
                 f"commit {commit.window_seq} of source {self.source!r} already exists: another "
                 f"writer owns this source ({final}). Run one reader per source and subset; this "
                 "one stops and has removed the files of its window.") from None
         self._set_pointer(commit.window_seq)
+
+    def discard(self, commit: Commit) -> None:
+        """Delete the data files of a commit that will never be written."""
+        for f in (*commit.files, *commit.dead_letter_files):
+            try:
+                self.lake.fs.rm(self.lake.path(f.path))
+            except FileNotFoundError:
+                pass
 
     def _set_pointer(self, seq: int) -> None:
         """Advisory: a stale or lost pointer only costs a few probes (`latest` verifies it)."""

@@ -157,7 +157,7 @@ def _commit(log: CommitLog, files: list[LandedFile], replaces: list[str]) -> Com
         if any(p in c.replaces for c in newer for p in replaces):
             return None
         try:
-            log.write(commit)
+            log.write(commit, discard_on_conflict=False)  # retried below with the same files
             return commit
         except CommitConflict:
             continue  # a window committed meanwhile: windows never supersede, so try the next
