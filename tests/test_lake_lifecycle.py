@@ -415,7 +415,7 @@ def test_the_housekeeping_job_runs_on_a_schedule_and_reports_on_the_landing_asse
     settings = load_settings({"RTDS_LAKE_URL": lake.root, "RTDS_WAREHOUSE": str(tmp_path / "w.duckdb"),
                               "RTDS_FIRST_DAY": D1})
     defs = build_definitions(settings)
-    schedule = defs.get_schedule_def("lake_housekeeping_schedule")
+    schedule = defs.resolve_schedule_def("lake_housekeeping_schedule")
     assert schedule.job_name == "lake_housekeeping"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     with dg.instance_for_test() as instance:
