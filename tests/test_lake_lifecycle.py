@@ -157,7 +157,7 @@ def test_a_window_whose_sequence_a_compaction_took_commits_at_the_next(lake):
     writer = LandingWriter(lake, "events", 7)
     writer.add(parse_batch(orjson.dumps(event("late", "OPEN", f"{D2}T01:00:00.000Z", 999)) + b"\n", 7))
     files, _ = writer.finish()
-    assert compact_source(lake, "events", today=TODAY)  # takes sequence 7
+    assert compact_source(lake, "events", today=TODAY, min_file_age_s=0)  # takes sequence 7
     window = Commit(source="events", window_seq=7, resume_offset=offset_of(999),
                     previous_offset=None, first_offset=None, files=files, dead_letter_files=[],
                     events=1, dead_letters=0, offset_updates=0, keepalives=0, reconnects=0,
@@ -261,7 +261,7 @@ def test_a_writer_start_removes_what_a_killed_writer_left(fresh_server, tmp_path
 def test_orphans_younger_than_the_grace_period_are_kept(lake):
     small_windows(lake, [D1], 2)
     young, old = _orphan(lake, 600, 10), _orphan(lake, 601, 7200)
-    done = housekeep(lake, "events", today=TODAY)
+    done = housekeep(lake, "events", today=TODAY, min_file_age_s=0)
     assert [lake.path(old)] == done.orphans_deleted
     assert young in files_on_disk(lake) and old not in files_on_disk(lake)
 
@@ -270,7 +270,7 @@ def test_orphans_younger_than_the_grace_period_are_kept(lake):
 def test_compaction_leaves_at_most_four_sorted_files_per_settled_day_with_the_same_rows(lake):
     small_windows(lake, [D1, D2, TODAY.isoformat()], 12)
     before = live_files(lake, "events")
-    done = housekeep(lake, "events", today=TODAY)
+    done = housekeep(lake, "events", today=TODAY, min_file_age_s=0)
     assert sorted(d.day for d in done.compacted) == [D1, D2]
     after = live_files(lake, "events")
     per_day = {d: sum(1 for f in after if f.day == d) for d in {f.day for f in after}}
@@ -286,17 +286,17 @@ def test_compaction_leaves_at_most_four_sorted_files_per_settled_day_with_the_sa
     # superseded files stay for readers that listed them, then go after the retention
     superseded = [f.path for f in before if f.day in (D1, D2)]
     assert set(superseded) <= files_on_disk(lake)
-    done = housekeep(lake, "events", today=TODAY, superseded_retention_s=0)
+    done = housekeep(lake, "events", today=TODAY, min_file_age_s=0, superseded_retention_s=0)
     assert sorted(done.superseded_deleted) == sorted(superseded)
     assert files_on_disk(lake) == {f.path for f in after}
-    assert housekeep(lake, "events", today=TODAY).compacted == []  # nothing left to do
+    assert housekeep(lake, "events", today=TODAY, min_file_age_s=0).compacted == []  # nothing left to do
 
 
 def test_the_compaction_record_supersedes_and_does_not_move_the_stream(lake):
     small_windows(lake, [D1], 6)
     log = CommitLog(lake, "events")
     before = log.latest()
-    [day] = compact_source(lake, "events", today=TODAY)
+    [day] = compact_source(lake, "events", today=TODAY, min_file_age_s=0)
     record = log.read(day.seq)
     assert record.kind == COMPACTION and record.resume_offset == before.resume_offset
     assert sorted(record.replaces) == sorted(f.path for c in log.all()[:6] for f in c.files)
@@ -317,13 +317,13 @@ def test_rebuilding_a_compacted_day_gives_the_same_events(lake):
             [paths]).fetchall()
 
     before = events()
-    assert compact_source(lake, "events", today=TODAY)
+    assert compact_source(lake, "events", today=TODAY, min_file_age_s=0)
     assert events() == before
 
 
 def test_checkpoint_gives_the_state_the_log_gives(lake):
     small_windows(lake, [D1, D2], 7)
-    compact_source(lake, "events", today=TODAY)
+    compact_source(lake, "events", today=TODAY, min_file_age_s=0)
     log = CommitLog(lake, "events")
     full = LakeState()
     for c in log.all():
@@ -352,7 +352,7 @@ def test_compaction_on_the_s3_server(s3_server):
     lake = open_lake(f"s3://lake/compact-{random.randrange(10**9)}", s3_server)
     small_windows(lake, [D1], 6)
     before = landed(lake, live_files(lake, "events"))
-    done = housekeep(lake, "events", today=TODAY, superseded_retention_s=0)
+    done = housekeep(lake, "events", today=TODAY, min_file_age_s=0, superseded_retention_s=0)
     assert [d.day for d in done.compacted] == [D1]
     after = live_files(lake, "events")
     assert len(after) == 1 and landed(lake, after) == before
@@ -413,7 +413,7 @@ def test_the_housekeeping_job_runs_on_a_schedule_and_reports_on_the_landing_asse
 
     small_windows(lake, [D1], 6)
     settings = load_settings({"RTDS_LAKE_URL": lake.root, "RTDS_WAREHOUSE": str(tmp_path / "w.duckdb"),
-                              "RTDS_FIRST_DAY": D1})
+                              "RTDS_FIRST_DAY": D1, "RTDS_COMPACT_MIN_AGE_HOURS": "0"})
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def("lake_housekeeping_schedule")
     assert schedule.job_name == "lake_housekeeping"
@@ -484,13 +484,23 @@ def test_the_warehouse_rebuilds_a_compacted_day_to_the_same_events(lake, tmp_pat
             return con.execute("SELECT * FROM events ORDER BY id").fetchall()
 
     before = build()
-    assert compact_source(lake, "events", today=TODAY)
+    assert compact_source(lake, "events", today=TODAY, min_file_age_s=0)
     assert build() == before
+    # a warehouse that sees the windows and the compaction that replaced them in one sync
+    warehouse = Warehouse(tmp_path / "late" / "wh.duckdb")  # its own writer copy
+    assert build() == before
+
+
+def test_files_committed_recently_wait_for_the_next_compaction(lake):
+    small_windows(lake, [D1], 6)
+    assert compact_source(lake, "events", today=TODAY) == []  # all younger than an hour
+    assert len(live_files(lake, "events", [D1])) == 6
 
 
 def test_lake_compact_on_demand_from_the_command_line(lake):
     small_windows(lake, [D1, D2], 6)
-    env = {**os.environ, "RTDS_LAKE_URL": lake.root, "RTDS_SUPERSEDED_RETENTION_HOURS": "0"}
+    env = {**os.environ, "RTDS_LAKE_URL": lake.root, "RTDS_SUPERSEDED_RETENTION_HOURS": "0",
+           "RTDS_COMPACT_MIN_AGE_HOURS": "0"}
     out = subprocess.run([*CLI, "lake", "compact", "--source", "events"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -45,6 +45,9 @@ TARGET_BYTES = 1 << 30  # largest compacted file
 SETTLE_DAYS = 1  # a day is settled once it is at least this many days before today (UTC)
 BATCH_ROWS = 128 * 1024
 COMMIT_ATTEMPTS = 20
+# Files committed less than this long ago wait for the next run: the warehouse loads a window
+# from the files its record lists, so they must outlive the time it takes to load them.
+MIN_FILE_AGE_S = 3600.0
 
 
 @dataclasses.dataclass
@@ -167,11 +170,14 @@ def _commit(log: CommitLog, files: list[LandedFile], replaces: list[str]) -> Com
 def compact_source(lake: Lake, source: str, *, today: dt.date | None = None,
                    max_files: int = MAX_FILES, target_bytes: int = TARGET_BYTES,
                    settle_days: int = SETTLE_DAYS, memory_limit: str = "1GB",
+                   min_file_age_s: float = MIN_FILE_AGE_S,
                    state: LakeState | None = None) -> list[DayCompaction]:
-    """Compact every settled day of `source` that holds more than `max_files` files."""
+    """Compact every settled day of `source` that holds more than `max_files` files (counting
+    only files committed at least `min_file_age_s` ago)."""
     log = CommitLog(lake, source)
     state = state or load_state(log)
     today = today or dt.datetime.now(dt.UTC).date()
+    old_enough = time.time() - min_file_age_s
     done = []
     with tempfile.TemporaryDirectory(prefix="rtds-compact-") as spill:
         con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": spill,
@@ -182,6 +188,7 @@ def compact_source(lake: Lake, source: str, *, today: dt.date | None = None,
             for day, files in sorted(state.by_day().items()):
                 if not settled(day, today, settle_days):
                     continue
+                files = [f for f in files if state.committed_at.get(f.path, 0) <= old_enough]
                 groups = plan_day(files, max_files, target_bytes)
                 if not groups:
                     continue
@@ -217,13 +224,14 @@ def _remove(lake: Lake, files: list[LandedFile]) -> None:
 def housekeep(lake: Lake, source: str, *, today: dt.date | None = None,
               max_files: int = MAX_FILES, target_bytes: int = TARGET_BYTES,
               settle_days: int = SETTLE_DAYS, superseded_retention_s: float = SUPERSEDED_RETENTION_S,
-              orphan_grace_s: float = ORPHAN_GRACE_S, memory_limit: str = "1GB") -> Housekeeping:
+              orphan_grace_s: float = ORPHAN_GRACE_S, memory_limit: str = "1GB",
+              min_file_age_s: float = MIN_FILE_AGE_S) -> Housekeeping:
     """Everything the lake needs now and then, for one source: compact settled days, delete
     files superseded longer than the retention, delete orphans, write the checkpoint."""
     log = CommitLog(lake, source)
     compacted = compact_source(lake, source, today=today, max_files=max_files,
                                target_bytes=target_bytes, settle_days=settle_days,
-                               memory_limit=memory_limit)
+                               memory_limit=memory_limit, min_file_age_s=min_file_age_s)
     state = load_state(log)
     gone = delete_superseded(lake, log, state, superseded_retention_s)
     orphans = collect_orphans(lake, log, orphan_grace_s, state)

@@ -40,6 +40,7 @@ class LakeState:
     live: dict[str, LandedFile] = dataclasses.field(default_factory=dict)  # path → file
     dead_letters: dict[str, LandedFile] = dataclasses.field(default_factory=dict)
     superseded: dict[str, float] = dataclasses.field(default_factory=dict)  # path → since when
+    committed_at: dict[str, float] = dataclasses.field(default_factory=dict)  # live path → when
 
     def apply(self, commit: Commit) -> None:
         if commit.window_seq != self.seq + 1:
@@ -48,8 +49,10 @@ class LakeState:
         for path in commit.replaces if commit.kind == COMPACTION else ():
             if self.live.pop(path, None) is not None:
                 self.superseded[path] = commit.committed_at
+                self.committed_at.pop(path, None)
         for f in commit.files:
             self.live[f.path] = f
+            self.committed_at[f.path] = commit.committed_at
         for f in commit.dead_letter_files:
             self.dead_letters[f.path] = f
         self.seq = commit.window_seq
@@ -75,7 +78,7 @@ class LakeState:
             "seq": self.seq, "resume_offset": self.resume_offset,
             "live": [dataclasses.asdict(f) for f in self.live.values()],
             "dead_letters": [dataclasses.asdict(f) for f in self.dead_letters.values()],
-            "superseded": self.superseded})
+            "superseded": self.superseded, "committed_at": self.committed_at})
 
     @classmethod
     def from_json(cls, raw: bytes) -> LakeState:
@@ -83,7 +86,7 @@ class LakeState:
         return cls(d["seq"], d["resume_offset"],
                    {f["path"]: LandedFile(**f) for f in d["live"]},
                    {f["path"]: LandedFile(**f) for f in d["dead_letters"]},
-                   dict(d["superseded"]))
+                   dict(d["superseded"]), dict(d.get("committed_at", {})))
 
 
 def _checkpoint_path(log: CommitLog) -> str:

@@ -93,11 +93,12 @@ def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
             con.execute("INSERT INTO landing_windows SELECT source, kind, window_seq, events, "
                         "dead_letters, first_offset, resume_offset, max_processed::TIMESTAMPTZ, "
                         "committed_at, stop_reason FROM new_windows")
+            con.execute("INSERT INTO landing_files SELECT * FROM new_files")
             # A compaction record's files replace those it lists (same rows): not new data.
+            # After the insert: the files it replaces may have come in this same batch.
             gone = [lake.url_of(p) for c in new for p in c.replaces]
             if gone:
                 con.execute("DELETE FROM landing_files WHERE list_contains(?, path)", [gone])
-            con.execute("INSERT INTO landing_files SELECT * FROM new_files")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
