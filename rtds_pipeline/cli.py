@@ -35,7 +35,8 @@ def _testserver(args: argparse.Namespace) -> int:
     cache = Path(os.environ.get("RTDS_CACHE_DIR", Path.home() / ".cache" / "rtds_pipeline"))
     options = ServerOptions(host=args.host, port=args.port, seed=args.seed, rate=args.rate,
                             backlog=args.backlog, quirks=Quirks() if args.quirks else Quirks.none(),
-                            cache_dir=cache if args.backlog >= 100_000 else None)
+                            cache_dir=cache if args.backlog >= 100_000 else None,
+                            state_dir=args.state_dir, retention_events=args.retention_events)
     server = TestServer(options, config)
     try:
         webhook = _webhook_options(args)
@@ -127,7 +128,8 @@ def _ingest_windows(args: argparse.Namespace) -> int:
         while args.follow or window < args.windows:
             window += 1
             try:
-                out = ingest_window(source, lake, limits, progress, store_retry)
+                out = ingest_window(source, lake, limits, progress, store_retry,
+                                    orphan_grace_s=settings.orphan_grace_hours * 3600)
             except NoDataYet as exc:
                 print(f"window {window}: {exc}", flush=True)
                 time.sleep(5)
@@ -169,6 +171,7 @@ def _lag_ms(max_processed_ms: int | None) -> str:
 
 def _lake_status(args: argparse.Namespace) -> int:
     from rtds_pipeline.lake.commits import CommitLog
+    from rtds_pipeline.lake.live import load_state
     from rtds_pipeline.lake.storage import open_lake
     from rtds_pipeline.settings import load_settings
 
@@ -176,16 +179,16 @@ def _lake_status(args: argparse.Namespace) -> int:
     lake = open_lake(settings.lake_url)
     print(f"lake {lake.url}")
     for source in settings.sources:
-        commits = CommitLog(lake, source.key).all()
-        if not commits:
+        state = load_state(CommitLog(lake, source.key))
+        if not state.seq:
             print(f"  {source.key}: nothing committed yet")
             continue
-        last = commits[-1]
-        files = sum(len(c.files) for c in commits)
-        rows = sum(c.events for c in commits)
-        dead = sum(c.dead_letters for c in commits)
-        days = sorted({d for c in commits for d in c.days})
-        print(f"  {source.key}: offset {last.resume_offset}, {len(commits)} commits, {files} files, "
+        last = CommitLog(lake, source.key).read(state.seq)
+        live = state.files()
+        rows = sum(f.rows for f in live)
+        dead = sum(f.rows for f in state.dead_letters.values())
+        days = sorted({f.day for f in live})
+        print(f"  {source.key}: offset {last.resume_offset}, {state.seq} commits, {len(live)} files, "
               f"{rows:,} rows, days {days[0] if days else '-'}..{days[-1] if days else '-'}, "
               f"lag {_lag(last.max_processed)}, {dead} dead letters")
     return 0
@@ -217,6 +220,57 @@ def _lake_reset_offset(args: argparse.Namespace) -> int:
     where = f"after offset {to}" if commit.resume_offset else f"at {to}"
     print(f"{source.key}: commit {commit.window_seq} moves the position from "
           f"{commit.previous_offset or 'the start setting'} to {where}; the next window reads from there")
+
+
+def _lake_files(args: argparse.Namespace) -> int:
+    """The committed view: live files only (never orphans, never superseded files)."""
+    from rtds_pipeline.lake.live import live_files
+    from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        sources = [settings.source(args.source)] if args.source else list(settings.sources)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lake = open_lake(settings.lake_url)
+    urls = [lake.url_of(f.path) for s in sources for f in live_files(lake, s.key, args.day or None)]
+    if args.duckdb:
+        listed = ", ".join("'" + u.replace("'", "''") + "'" for u in urls)
+        print(f"CREATE OR REPLACE VIEW landing AS SELECT * FROM read_parquet([{listed}], "
+              "hive_partitioning = true);" if urls else
+              "-- nothing committed yet", flush=True)
+    else:
+        print("\n".join(urls), flush=True)
+    return 0
+
+
+def _lake_compact(args: argparse.Namespace) -> int:
+    """Housekeeping on demand: what the Dagster job `lake_housekeeping` does on its schedule."""
+    from rtds_pipeline.lake.compaction import housekeep
+    from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        sources = [settings.source(args.source)] if args.source else list(settings.sources)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lake = open_lake(settings.lake_url)
+    for source in sources:
+        done = housekeep(lake, source.key, **settings.lake_housekeeping())
+        for d in done.compacted:
+            print(f"  {source.key} {d.day}: {d.files_before} files -> {d.files_after} "
+                  f"({d.bytes_before / 1e6:,.1f} MB -> {d.bytes_after / 1e6:,.1f} MB, "
+                  f"record {d.seq})")
+        print(f"{source.key}: {len(done.compacted)} day(s) compacted, "
+              f"{len(done.superseded_deleted)} superseded file(s) deleted, "
+              f"{len(done.orphans_deleted)} orphan(s) deleted; {done.live_files} live files in "
+              f"{done.days} day(s), at most {done.max_files_per_settled_day} per settled day",
+              flush=True)
+    return 0
     return 0
 
 
@@ -327,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--config", type=Path, help=f"apps/tokens/behaviour (JSON or TOML); default: "
                     f"app {DEFAULT_APP_KEY}, token {DEFAULT_ACCESS_TOKEN}, "
                     f"master secret {DEFAULT_MASTER_SECRET}")
+    ts.add_argument("--retention-events", type=int,
+                    help="events kept per app (default: RTDS's 7 days); memory ~150 B per event")
+    ts.add_argument("--state-dir", type=Path,
+                    help="keep offsets across restarts here (they never go back); `make run` "
+                         "uses data/testserver")
     ts.add_argument("--no-quirks", dest="quirks", action="store_false",
                     help="no duplicates, late or skewed events, unknown types or fields")
     ts.add_argument("--webhook-url", help="also POST the events to this URL, as Airship's webhook "
@@ -369,6 +428,16 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--to", required=True, metavar="OFFSET|EARLIEST|LATEST",
                     help="resume after this offset, or from the start or the end of the stream")
     rs.set_defaults(func=_lake_reset_offset)
+    fl = lake_sub.add_parser("files", help="the committed landing files (what readers may read)")
+    fl.add_argument("--source", help="one source (default: all)")
+    fl.add_argument("--day", action="append", help="occurred day YYYY-MM-DD (repeatable)")
+    fl.add_argument("--duckdb", action="store_true",
+                    help="print a DuckDB statement creating a view `landing` over them")
+    fl.set_defaults(func=_lake_files)
+    cp = lake_sub.add_parser("compact", help="compact settled days, delete superseded files "
+                             "past retention and orphans (what the housekeeping job does)")
+    cp.add_argument("--source", help="one source (default: all)")
+    cp.set_defaults(func=_lake_compact)
 
     q = sub.add_parser("sql", help="query the warehouse read-only (never blocks the pipeline)")
     q.add_argument("query", help='SQL, e.g. "select count(*) from events"; "-" reads stdin')

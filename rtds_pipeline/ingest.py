@@ -3,18 +3,41 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 
+import orjson
+
 from rtds_pipeline.allocator import return_memory_promptly
-from rtds_pipeline.lake.commits import Commit, CommitLog
+from rtds_pipeline.lake.commits import COMPACTION, RESET, Commit, CommitConflict, CommitLog
+from rtds_pipeline.lake.live import ORPHAN_GRACE_S, collect_orphans
 from rtds_pipeline.lake.retry import StoreRetry
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.lake.writer import LandingWriter
-from rtds_pipeline.rtds.events import is_offset
-from rtds_pipeline.rtds.timestamps import iso_ms
+from rtds_pipeline.rtds.events import OFFSET_UPDATE, is_offset
+from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
 from rtds_pipeline.settings import Settings, SourceConfig
+from rtds_pipeline.stream.connection import StreamConnection
+from rtds_pipeline.stream.errors import StreamError
 from rtds_pipeline.stream.reader import WindowLimits, WindowReader, WindowStats
+
+HEAD_PROBE_S = 10.0  # how long an idle window waits for the server's OFFSET_UPDATE
+
+
+class StreamHeadBehind(StreamError):
+    """The stream's newest offset is older than the lake's committed resume offset: the server
+    lost data or is not the stream the lake was read from. Never silently "caught up"."""
+
+    def __init__(self, source: str, head: str, resume: str) -> None:
+        super().__init__(
+            f"source {source!r}: the stream's newest offset {head} is behind the lake's committed "
+            f"resume offset {resume}, so nothing new can ever arrive. The server lost its log or "
+            "is a different stream (a restarted test server without its data/ folder, another "
+            "app key). Point the source at the right stream, or move its position with "
+            f"`rtds-pipeline lake reset-offset {source} --to EARLIEST|LATEST|OFFSET` (the landed "
+            "data stays).")
+        self.head, self.resume = head, resume
 
 
 @dataclasses.dataclass
@@ -22,6 +45,9 @@ class WindowOutcome:
     commit: Commit | None  # None: nothing new arrived, nothing committed
     stats: WindowStats
     seconds: float
+    # Now − newest `processed` landed, or 0 when an idle window confirmed it is at the stream's
+    # head; None if unknown (nothing read and the head could not be confirmed).
+    lag_s: float | None = None
 
 
 def limits_from(settings: Settings, **override: object) -> WindowLimits:
@@ -32,20 +58,38 @@ def limits_from(settings: Settings, **override: object) -> WindowLimits:
     return dataclasses.replace(base, **override)
 
 
+_cleaned: set[tuple[str, str]] = set()
+_cleaned_lock = threading.Lock()
+
+
+def clean_up_after_crashes(lake: Lake, source: str, grace_s: float = ORPHAN_GRACE_S) -> list[str]:
+    """Once per process and source, when a writer starts: delete files a crashed writer left
+    (unlisted, older than the grace period, so a window in flight elsewhere is spared)."""
+    key = (lake.url, source)
+    with _cleaned_lock:
+        if key in _cleaned:
+            return []
+        _cleaned.add(key)
+    return collect_orphans(lake, CommitLog(lake, source), grace_s)
+
+
 def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
                   progress: Callable[[WindowStats, float], None] | None = None,
-                  store_retry: StoreRetry | None = None) -> WindowOutcome:
+                  store_retry: StoreRetry | None = None,
+                  orphan_grace_s: float = ORPHAN_GRACE_S) -> WindowOutcome:
     """Read one bounded window after the last commit and commit what it read.
 
     The offset advances only in the commit that makes the window's files visible, so a crash at
     any instant loses nothing: uncommitted files are invisible and the events are read again.
     A fatal stream error is raised after committing whatever arrived before it. Object-store
     failures are retried for `store_retry.seconds`, then raised as `ObjectStoreUnavailable`
-    with nothing committed.
+    with nothing committed. Another writer on the source raises `CommitConflict`, after this
+    window's files are deleted.
     """
     return_memory_promptly()
     t0 = time.monotonic()
     retry = store_retry or StoreRetry()
+    clean_up_after_crashes(lake, source.key, orphan_grace_s)
     log = CommitLog(lake, source.key)
     last = retry.call(f"read the commit log of {source.key}", log.latest)
     seq = last.window_seq + 1 if last else 1
@@ -77,7 +121,18 @@ def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
         publish(log, commit, retry)
     if stats.fatal is not None:
         raise stats.fatal
-    return WindowOutcome(commit, stats, time.monotonic() - t0)
+    caught_up = stats.stop_reason.startswith("caught up")
+    lag_s = (now_ms() - stats.max_processed_ms) / 1000 if stats.max_processed_ms else None
+    if caught_up and stats.events:
+        lag_s = 0.0  # the server had nothing more: at its head
+    elif caught_up and previous is not None:
+        # Nothing at all arrived: the stream is idle, or its head is behind our offset and
+        # nothing can ever arrive. Only the server's OFFSET_UPDATE tells the two apart.
+        head = stream_head(source, previous, min(limits.idle_timeout, HEAD_PROBE_S))
+        if head is not None and offset_before(head, previous):
+            raise StreamHeadBehind(source.key, head, previous)
+        lag_s = 0.0 if head is not None else None
+    return WindowOutcome(commit, stats, time.monotonic() - t0, lag_s)
 
 
 def publish(log: CommitLog, commit: Commit, retry: StoreRetry) -> None:
@@ -88,11 +143,7 @@ def publish(log: CommitLog, commit: Commit, retry: StoreRetry) -> None:
     def write() -> None:
         nonlocal attempts
         attempts += 1
-        try:
-            log.write(commit)
-        except FileExistsError:
-            if attempts == 1 or log.read(commit.window_seq) != commit:
-                raise
+        _commit_window(log, commit, retried=attempts > 1)
 
     retry.call(f"write commit {commit.window_seq} of {commit.source}", write)
 
@@ -114,7 +165,7 @@ def reset_commit(log: CommitLog, to: str) -> Commit:
         resume_offset=None if start else to, previous_offset=last.resume_offset if last else None,
         first_offset=None, files=[], dead_letter_files=[], events=0, dead_letters=0,
         offset_updates=0, keepalives=0, reconnects=0, bytes_read=0, max_processed=None,
-        committed_at=time.time(), stop_reason=RESET_REASON + to)
+        committed_at=time.time(), stop_reason=RESET_REASON + to, kind=RESET)
 
 
 def reset_start(last: Commit | None) -> str | None:
@@ -122,4 +173,60 @@ def reset_start(last: Commit | None) -> str | None:
     if last is not None and last.resume_offset is None and last.stop_reason.startswith(RESET_REASON):
         start = last.stop_reason[len(RESET_REASON):].split(":", 1)[0]
         return start if start in ("EARLIEST", "LATEST") else None
+
+
+def _commit_window(log: CommitLog, commit: Commit, retried: bool = False) -> None:
+    """Commit at `commit.window_seq`; if a compaction record took that number meanwhile (it
+    moves no offset), at the next free one. The rows keep the sequence they were read as, which
+    still orders them after every earlier window. Any other winner is a second writer: this
+    window's files are deleted and `CommitConflict` raised."""
+    while True:
+        try:
+            log.write(commit, discard_on_conflict=False)
+            return
+        except CommitConflict:
+            taken = log.since(commit.window_seq - 1)
+            if retried and taken and taken[0] == commit:
+                return  # our own earlier attempt landed before its answer was lost
+            if not taken or any(c.kind != COMPACTION for c in taken):
+                log.discard(commit)
+                raise
+            commit.window_seq = taken[-1].window_seq + 1
+
+
+def offset_before(a: str, b: str) -> bool:
+    """True if offset `a` is certainly older than `b`. Offsets are opaque strings; Airship's are
+    decimal numbers, which compare as numbers (anything else: not comparable, so False)."""
+    return a.isdigit() and b.isdigit() and int(a) < int(b)
+
+
+def stream_head(source: SourceConfig, resume_offset: str, timeout_s: float) -> str | None:
+    """Ask the stream where its head is: resume after `resume_offset` with offset updates on.
+    An event means the head is ahead (returns `resume_offset`); an idle OFFSET_UPDATE carries
+    the offset of the last event the server has considered. None if neither came in time."""
+    request = dataclasses.replace(source.request().resumed_at(resume_offset),
+                                  enable_offset_updates=True)
+    conn = StreamConnection(source.endpoint(), request, idle_timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    pending = b""
+    try:
+        for chunk in conn.chunks():
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    return resume_offset
+                if event.get("type") == OFFSET_UPDATE and event.get("offset"):
+                    return str(event["offset"])
+                return resume_offset  # a real event after the resume point: not behind
+            if time.monotonic() > deadline:
+                return None
+    except StreamError:
+        return None
+    finally:
+        conn.close()
     return None

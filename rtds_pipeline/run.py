@@ -175,6 +175,10 @@ def main() -> int:
              *webhook_args,
              "--rate", os.environ.get("RTDS_TESTSERVER_RATE", "200"),
              "--backlog", os.environ.get("RTDS_TESTSERVER_BACKLOG", "50000"),
+             # A bounded stream: 300k events are 25 minutes at 200 events/s, ~50 MB of memory.
+             "--retention-events", os.environ.get("RTDS_TESTSERVER_RETENTION_EVENTS", "300000"),
+             "--state-dir", os.environ.get("RTDS_TESTSERVER_STATE_DIR",
+                                           str(ROOT / "data" / "testserver")),
              *(["--no-quirks"] if os.environ.get("RTDS_TESTSERVER_QUIRKS") == "0" else [])],
             cwd=ROOT, start_new_session=True)
         procs.append(server)

@@ -105,6 +105,22 @@ class Settings:
     max_line_bytes: int = 4 << 20  # a longer stream line is dead-lettered (prefix + length)
     backoff_402_seconds: float = 30.0  # wait after HTTP 402; Airship asks for at least 30 s
     store_retry_seconds: float = 60.0  # how long object-store failures are retried
+    # Lake lifecycle (rtds_pipeline/lake/compaction.py): files per settled day, days to settle,
+    # hours superseded files are kept, grace before unlisted files count as orphans.
+    compact_max_files: int = 4
+    compact_settle_days: int = 1
+    superseded_retention_hours: float = 6.0
+    orphan_grace_hours: float = 1.0
+    compact_min_age_hours: float = 1.0  # files younger than this wait for the next compaction
+    housekeeping_cron: str = "7-59/15 * * * *"
+
+    def lake_housekeeping(self) -> dict[str, Any]:
+        """Keyword arguments of `lake.compaction.housekeep`."""
+        return {"max_files": self.compact_max_files, "settle_days": self.compact_settle_days,
+                "superseded_retention_s": self.superseded_retention_hours * 3600,
+                "orphan_grace_s": self.orphan_grace_hours * 3600,
+                "min_file_age_s": self.compact_min_age_hours * 3600,
+                "memory_limit": self.duckdb_memory_limit}
 
     def source(self, name: str | None) -> SourceConfig:
         if name is None:
@@ -211,4 +227,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         max_line_bytes=int(env.get("RTDS_MAX_LINE_BYTES", 4 << 20)),
         backoff_402_seconds=float(env.get("RTDS_BACKOFF_402_SECONDS", 30)),
         store_retry_seconds=float(env.get("RTDS_STORE_RETRY_SECONDS", 60)),
+        compact_max_files=int(env.get("RTDS_COMPACT_MAX_FILES", 4)),
+        compact_settle_days=int(env.get("RTDS_COMPACT_SETTLE_DAYS", 1)),
+        superseded_retention_hours=float(env.get("RTDS_SUPERSEDED_RETENTION_HOURS", 6)),
+        orphan_grace_hours=float(env.get("RTDS_ORPHAN_GRACE_HOURS", 1)),
+        compact_min_age_hours=float(env.get("RTDS_COMPACT_MIN_AGE_HOURS", 1)),
+        housekeeping_cron=env.get("RTDS_HOUSEKEEPING_CRON", "7-59/15 * * * *"),
     )

@@ -18,7 +18,8 @@ import pytest
 
 from rtds_pipeline.allocator import DIRTY_DECAY_MS, JEMALLOC_CONF
 from rtds_pipeline.ingest import WindowOutcome, ingest_window
-from rtds_pipeline.lake.commits import CommitLog, collect_orphans
+from rtds_pipeline.lake.commits import CommitLog
+from rtds_pipeline.lake.live import collect_orphans, live_files
 from rtds_pipeline.lake.storage import Lake, open_lake
 from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.stream.errors import (
@@ -51,7 +52,7 @@ def drain(source: SourceConfig, lake: Lake, limits: WindowLimits = FAST, windows
 
 def committed_rows(lake: Lake, key: str = "events") -> list[dict]:
     rows = []
-    for f in CommitLog(lake, key).committed_files():
+    for f in live_files(lake, key):
         with lake.fs.open(lake.path(f.path), "rb") as fh:
             rows.extend(pq.read_table(fh, columns=["id", "rtds_offset", "type", "raw"]).to_pylist())
     return rows

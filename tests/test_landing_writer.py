@@ -64,7 +64,7 @@ def test_a_day_held_in_pieces_lands_in_stream_order_named_by_its_offset_range(tm
     assert [f.rows for f in files] == [3010]
     offsets = pq.read_table(lake.path(files[0].path)).column("rtds_offset").to_pylist()
     assert offsets == [f"{10**12 + i}" for i in range(1, 3011)]
-    assert files[0].path.endswith(f"/{10**12 + 1}-{10**12 + 3010}.parquet")
+    assert files[0].path.endswith(f"/{10**12 + 1}-{10**12 + 3010}.{writer.token}.parquet")
 
 
 def test_an_event_without_any_timestamp_is_a_dead_letter_not_an_unknown_day(tmp_path):

@@ -12,6 +12,7 @@ from rtds_pipeline.defs.assets import (
     maintenance_job,
     maintenance_schedule,
 )
+from rtds_pipeline.defs.lake import housekeeping_job, housekeeping_schedule
 from rtds_pipeline.defs.marts import mart_asset, marts_sensor
 from rtds_pipeline.defs.resources import RtdsResource
 from rtds_pipeline.defs.sensors import source_sensor, stream_lag_check
@@ -40,6 +41,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     if available:
         sensors.append(marts_sensor(tables, [dg.AssetKey(m.name) for m in available],
                                     settings.marts_seconds))
+    housekeeping = housekeeping_job(settings)
+    jobs.append(housekeeping)
+    schedules.append(housekeeping_schedule(housekeeping, settings))
     return dg.Definitions(
         assets=assets,
         # A webhook source is pushed to: an idle Airship is not lag, so no stream_lag check.

@@ -15,7 +15,7 @@ from dagster import SensorEvaluationContext
 
 from rtds_pipeline.defs.assets import landing_key
 from rtds_pipeline.defs.resources import RtdsResource
-from rtds_pipeline.ingest import ingest_window, limits_from
+from rtds_pipeline.ingest import StreamHeadBehind, ingest_window, limits_from
 from rtds_pipeline.lake.commits import Commit, CommitLog
 from rtds_pipeline.rtds.timestamps import parse_iso_ms
 from rtds_pipeline.settings import Settings, SourceConfig
@@ -83,7 +83,13 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
     lake = rtds.lake()
     limits = limits_from(settings, max_seconds=min(settings.window_seconds, SENSOR_WINDOW_CAP_S),
                          stop_when_caught_up=True)
-    outcome = ingest_window(source, lake, limits)  # raises on 401/403/400 after committing
+    try:
+        outcome = ingest_window(source, lake, limits)  # raises on 401/403/400 after committing
+    except StreamHeadBehind as exc:  # nothing can ever arrive: fail the lag check, say why
+        return dg.SensorResult(skip_reason=str(exc), asset_events=[dg.AssetCheckEvaluation(
+            asset_key=landing_key(source), check_name="stream_lag", passed=False,
+            severity=dg.AssetCheckSeverity.ERROR, description=str(exc)[:1000],
+            metadata={"stream_head": exc.head, "committed_resume_offset": exc.resume})])
     stats = outcome.stats
     log = CommitLog(lake, source.key)
     mirrored = json.loads(context.cursor)["window_seq"] if context.cursor else 0
@@ -93,9 +99,7 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
     new = log.since(mirrored) if mirrored else []
     latest = new[-1] if new else log.latest()
 
-    caught_up = stats.stop_reason.startswith("caught up")
-    lag_s = 0.0 if caught_up else (
-        time.time() - stats.max_processed_ms / 1000 if stats.max_processed_ms else None)
+    lag_s = outcome.lag_s  # measured: 0 only when an idle window confirmed the stream's head
     events: list[dg.AssetMaterialization | dg.AssetCheckEvaluation] = []
     if outcome.commit is not None:
         events.append(dg.AssetMaterialization(

@@ -1,20 +1,55 @@
 """The commit log: the single source of truth for what is landed and where to resume.
 
-A window's files become visible only when its commit record is written. Records live at
-`_commits/source=<name>/<window_seq>.json`, one per window, written in one PUT (object stores)
-or by an atomic rename (local folders). The newest record holds the resume offset. A file no
-commit lists does not exist for readers and is garbage for `collect_orphans`.
+A file no commit lists does not exist for readers (`lake.live.live_files` and
+`rtds-pipeline lake files` give the committed view; orphans are removed by `lake.live`).
+
+Records live at `_commits/source=<key>/<seq:010d>.json`, one per sequence number, numbered
+1, 2, 3 … without gaps. Each record has a `kind`:
+
+- `"window"` (the default, also for records written before `kind` existed): a window read from
+  the stream. Its `files` are new data; `resume_offset` is where the next window starts.
+- `"compaction"`: `files` are new, larger files holding exactly the rows of the files listed in
+  `replaces` (paths relative to the lake root), which it supersedes; not new data. It carries
+  the `resume_offset` of the record before it: it does not move the stream.
+- `"reset"`: no files; moves `resume_offset` (to None: the source starts again from its `start`)
+  after an operator chose to, e.g. when the stream's head is behind the committed offset.
+
+Interfaces (what the warehouse and the other writers rely on):
+
+- `CommitLog.write(commit)` creates record `commit.window_seq` only if it is absent, atomically:
+  locally by `os.link` of a fully written temporary file (fails if the name exists), on S3 by a
+  conditional PUT (`If-None-Match: *`). Checked once per store: a store that ignores the
+  condition raises `ExclusiveWriteUnsupported` instead of committing unsafely. The loser of a
+  race gets `CommitConflict`, after its commit's data files were deleted.
+- `CommitLog.since(seq)` reads the records after `seq` in order by probing seq+1, seq+2 … until
+  one is absent: O(new records), no listing.
+- `CommitLog.latest()` reads the advisory pointer `_latest` (a sequence number), then probes
+  forward from it: O(1) reads plus the records the pointer lags behind. Without a pointer (a lake
+  written before it existed) it lists the folder once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
+import errno
+import os
+import threading
 import uuid
 
 import orjson
 
 from rtds_pipeline.lake.storage import Lake
+
+WINDOW, COMPACTION, RESET = "window", "compaction", "reset"
+LATEST_POINTER = "_latest"
+
+
+class CommitConflict(FileExistsError):
+    """Another writer created this commit record first: it owns the source."""
+
+
+class ExclusiveWriteUnsupported(RuntimeError):
+    """The object store ignores conditional writes: commits could silently replace each other."""
 
 
 @dataclasses.dataclass
@@ -30,7 +65,7 @@ class LandedFile:
 @dataclasses.dataclass
 class Commit:
     source: str
-    window_seq: int
+    window_seq: int  # the record's sequence number in the log
     resume_offset: str | None
     previous_offset: str | None
     first_offset: str | None
@@ -47,6 +82,8 @@ class Commit:
     stop_reason: str
     duplicates: int = 0  # copies of an id seen twice inside the window
     late_events: int = 0  # occurred on an earlier UTC day than processed
+    kind: str = WINDOW  # "window" | "compaction" | "reset"
+    replaces: list[str] = dataclasses.field(default_factory=list)  # compaction: superseded paths
 
     @property
     def days(self) -> list[str]:
@@ -63,6 +100,10 @@ class Commit:
         return cls(**d)
 
 
+_conditional_put_checked: set[tuple[str, str]] = set()
+_check_lock = threading.Lock()
+
+
 class CommitLog:
     """The commits of one source (and subset) in a lake."""
 
@@ -74,67 +115,151 @@ class CommitLog:
     def _name(self, seq: int) -> str:
         return f"{self.dir}/{seq:010d}.json"
 
+    # ------------------------------------------------------------------ reading
+    def read(self, seq: int) -> Commit:
+        return Commit.from_json(self.lake.fs.cat_file(self._name(seq)))
+
+    def _try_read(self, seq: int) -> Commit | None:
+        try:
+            return self.read(seq)
+        except FileNotFoundError:
+            return None
+
+    def since(self, seq: int) -> list[Commit]:
+        """The records after `seq`, in order: probes seq+1, seq+2 … until one is absent."""
+        out = []
+        while (commit := self._try_read(seq + 1 + len(out))) is not None:
+            out.append(commit)
+        return out
+
+    def latest(self) -> Commit | None:
+        """The newest record: the advisory pointer, verified by probing forward."""
+        start = self._pointer()
+        if start is None:
+            seqs = self.sequences()  # no pointer yet: one listing
+            start = seqs[-1] if seqs else 0
+        last = self._try_read(start) if start else None
+        if start and last is None:  # the pointer is ahead of the log (a lake copied in part)
+            seqs = self.sequences()
+            start = seqs[-1] if seqs else 0
+            last = self._try_read(start) if start else None
+        newer = self.since(start)
+        return newer[-1] if newer else last
+
+    def _pointer(self) -> int | None:
+        try:
+            raw = self.lake.fs.cat_file(f"{self.dir}/{LATEST_POINTER}")
+            return int(raw.strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
     def sequences(self) -> list[int]:
+        """Every sequence number, by listing the folder: for tools, never on a window's path."""
         try:
             names = self.lake.fs.ls(self.dir, detail=False, refresh=True)
         except FileNotFoundError:
             return []
-        return sorted(int(n.rsplit("/", 1)[-1][:-5]) for n in names if n.endswith(".json"))
-
-    def latest(self) -> Commit | None:
-        seqs = self.sequences()
-        return self.read(seqs[-1]) if seqs else None
-
-    def read(self, seq: int) -> Commit:
-        return Commit.from_json(self.lake.fs.cat_file(self._name(seq)))
-
-    def since(self, seq: int) -> list[Commit]:
-        """The records after `seq`, in order. Sequence numbers are consecutive, so this probes
-        seq+1, seq+2 … until one is absent: O(new records), no listing."""
-        out = []
-        while True:
-            try:
-                out.append(self.read(seq + len(out) + 1))
-            except FileNotFoundError:
-                return out
+        stems = (n.rsplit("/", 1)[-1][:-5] for n in names if n.endswith(".json"))
+        return sorted(int(s) for s in stems if s.isdigit())
 
     def all(self) -> list[Commit]:
-        return [self.read(s) for s in self.sequences()]
+        return self.since(0)
 
-    def write(self, commit: Commit) -> None:
-        """Publish a commit atomically. Its files must already be durable."""
-        fs, final = self.lake.fs, self._name(commit.window_seq)
-        if fs.exists(final):
-            raise FileExistsError(f"commit {final} exists: another writer owns source "
-                                  f"{self.source!r}; run one reader per source and subset")
+    # ------------------------------------------------------------------ writing
+    def write(self, commit: Commit, *, discard_on_conflict: bool = True) -> None:
+        """Create record `commit.window_seq` if it is absent, atomically; its files must already
+        be durable. Raises `CommitConflict` if another writer created it first, after deleting
+        the commit's files (unless `discard_on_conflict=False`: the caller retries or cleans)."""
+        final = self._name(commit.window_seq)
         data = commit.to_json()
-        if self.lake.is_local:
-            # Local folders: write aside, then rename — the rename is the atomic step.
-            tmp = f"{self.dir}/.{commit.window_seq:010d}.{uuid.uuid4().hex}.tmp"
-            self.lake.write_durable(tmp, data)
-            fs.mv(tmp, final)
-        else:
-            self.lake.write_durable(final, data)  # a single PUT: visible whole or not at all
-
-    def committed_files(self) -> list[LandedFile]:
-        return [f for c in self.all() for f in c.files]
-
-
-def collect_orphans(lake: Lake, log: CommitLog, older_than_s: float = 3600) -> list[str]:
-    """Delete landing files of this source that no commit lists (left by a crash)."""
-    listed = {lake.path(f.path) for c in log.all() for f in (*c.files, *c.dead_letter_files)}
-    removed = []
-    now = time.time()
-    for area in ("landing", "dead_letter"):
-        base = lake.path(area, f"source={log.source}")
         try:
-            found = lake.fs.find(base, detail=True)
-        except FileNotFoundError:
-            continue
-        for path, info in found.items():
-            mtime = info.get("mtime") or info.get("LastModified")
-            age = now - (mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime or now))
-            if path not in listed and age >= older_than_s:
-                lake.fs.rm(path)
-                removed.append(path)
-    return removed
+            if self.lake.is_local:
+                _create_local(final, data)
+            else:
+                self._check_conditional_put()
+                _create_remote(self.lake, final, data)
+        except FileExistsError:
+            if discard_on_conflict:
+                self.discard(commit)
+            raise CommitConflict(
+                f"commit {commit.window_seq} of source {self.source!r} already exists: another "
+                f"writer owns this source ({final}). Run one reader per source and subset; this "
+                "one stops and has removed the files of its window.") from None
+        self._set_pointer(commit.window_seq)
+
+    def discard(self, commit: Commit) -> None:
+        """Delete the data files of a commit that will never be written."""
+        for f in (*commit.files, *commit.dead_letter_files):
+            try:
+                self.lake.fs.rm(self.lake.path(f.path))
+            except FileNotFoundError:
+                pass
+
+    def _set_pointer(self, seq: int) -> None:
+        """Advisory: a stale or lost pointer only costs a few probes (`latest` verifies it)."""
+        try:
+            path = f"{self.dir}/{LATEST_POINTER}"
+            if self.lake.is_local:
+                tmp = f"{self.dir}/.{LATEST_POINTER}.{uuid.uuid4().hex}.tmp"
+                with open(tmp, "wb") as f:
+                    f.write(b"%d\n" % seq)
+                os.replace(tmp, path)
+            else:
+                self.lake.fs.pipe_file(path, b"%d\n" % seq)
+        except OSError:
+            pass
+
+    def _check_conditional_put(self) -> None:
+        """Once per store and process: a second create-if-absent of one key must fail."""
+        key = (repr(getattr(self.lake.fs, "storage_options", "")), self.lake.root)
+        with _check_lock:
+            if key in _conditional_put_checked:
+                return
+            probe = self.lake.path("_commits", f".probe-{uuid.uuid4().hex}")
+            _create_remote(self.lake, probe, b"1")
+            try:
+                _create_remote(self.lake, probe, b"2")
+            except FileExistsError:
+                _conditional_put_checked.add(key)
+                return
+            finally:
+                self.lake.fs.rm(probe)
+            raise ExclusiveWriteUnsupported(
+                f"the object store at {self.lake.url} ignores conditional writes "
+                "(PUT with If-None-Match: *), so two writers could replace each other's commits. "
+                "Use a store that honours them (AWS S3, SeaweedFS, MinIO, Cloudflare R2, GCS via "
+                "its S3 API) for the lake.")
+
+
+def _create_local(final: str, data: bytes) -> None:
+    """Write aside and fsync, then hard-link to the final name: `link` fails if the name exists,
+    so two writers can never both succeed (a rename would silently replace)."""
+    folder = os.path.dirname(final)
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{folder}/.{os.path.basename(final)}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, final)
+    finally:
+        os.unlink(tmp)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_remote(lake: Lake, path: str, data: bytes) -> None:
+    """One conditional PUT (If-None-Match: *): whole or absent, and only if absent."""
+    try:
+        lake.fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        raise
+    except OSError as exc:  # s3fs maps a 412 without its Condition header to EINVAL
+        code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code")
+        if exc.errno == errno.EINVAL and code == "PreconditionFailed":
+            raise FileExistsError(path) from exc
+        raise

@@ -14,6 +14,8 @@ from those slices, never copied into one big table.
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -53,6 +55,9 @@ class LandingWriter:
         # Before the offset range in file names: a source whose windows can hold the same offsets
         # (the webhook: a redelivered batch) must not overwrite an earlier window's file.
         self.name_prefix = name_prefix
+        # In every file name: two writers racing on a source never write (or delete) each
+        # other's files, even when they read the same offsets.
+        self.token = uuid.uuid4().hex[:8]
         self._days: dict[str, list[pa.Table]] = {}  # rows since the last flush, by day
         self._ids: list[pa.ChunkedArray] = []
         self._buffered = 0
@@ -141,7 +146,7 @@ class LandingWriter:
 
     def _write_day(self, day: str, rows: pa.Table) -> LandedFile:
         offsets = rows.column("rtds_offset")
-        name = f"{self.name_prefix}{offsets[0].as_py()}-{offsets[-1].as_py()}.parquet"
+        name = f"{self.name_prefix}{offsets[0].as_py()}-{offsets[-1].as_py()}.{self.token}.parquet"
         rel = f"{landing_dir(self.source, day)}/{name}"
         size = self.retry.call(f"write {rel}", lambda: write_parquet(self.lake, rel, rows))
         occ = rows.column("occurred")
@@ -155,7 +160,7 @@ class LandingWriter:
         self.files = [w.result() for w in self._writes]
         self.close()
         if self._dead:
-            rel = f"dead_letter/source={self.source}/window-{self.window_seq:010d}.ndjson"
+            rel = f"dead_letter/source={self.source}/window-{self.window_seq:010d}.{self.token}.ndjson"
             data = b"".join(d.to_json(self.window_seq) + b"\n" for d in self._dead)
             self.retry.call(f"write {rel}", lambda: self.lake.write_durable(self.lake.path(rel), data))
             size = len(data)
@@ -200,6 +205,23 @@ _PARQUET_OPTIONS = dict(
     use_dictionary=["type", "device_type", "channel", "named_user_id", "contact_id", "push_id",
                     "group_id", "window_seq"],
     write_statistics=[f.name for f in LANDING_SCHEMA if f.name != "raw"])
+
+
+def write_parquet_batches(lake: Lake, rel: str, batches: Iterable[pa.RecordBatch]) -> int:
+    """Stream batches (LANDING_SCHEMA) into one Parquet file with the landing zone's options;
+    durable (fsynced, or one whole object) when it returns its size."""
+    options = {k: v for k, v in _PARQUET_OPTIONS.items() if k != "row_group_size"}
+    path = lake.path(rel)
+    if lake.is_local:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with (open(path, "wb") if lake.is_local else lake.fs.open(path, "wb")) as f:
+        with pq.ParquetWriter(f, LANDING_SCHEMA, **options) as out:
+            for batch in batches:
+                out.write_batch(batch, row_group_size=_PARQUET_OPTIONS["row_group_size"])
+        if lake.is_local:
+            f.flush()
+            os.fsync(f.fileno())
+        return f.tell()
 
 
 def write_parquet(lake: Lake, rel: str, table: pa.Table) -> int:

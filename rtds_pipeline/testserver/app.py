@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import os
 import struct
 import threading
 import uuid
@@ -45,6 +46,7 @@ COOKIE_NAME = "SRVID"
 WRITE_BATCH_BYTES = 256 * 1024
 SLOW_BATCH_EVENTS = 2048
 DEFAULT_BACKLOG_SPAN_MS = 3 * 24 * 3_600_000
+OFFSET_RESERVE = 1_000_000  # offsets reserved ahead in the state file, per app
 
 
 class Unauthorized(Exception):
@@ -65,6 +67,9 @@ class ServerOptions:
     population: int = 2000
     cache_dir: Path | None = None
     empty_apps: frozenset[str] = frozenset()  # apps that have no data yet (404)
+    # Where offsets survive a restart: a restarted server goes on after every offset it may
+    # have served (never back, which would stall a reader resuming after its old offset).
+    state_dir: Path | None = None
 
 
 class TestServer:
@@ -79,12 +84,13 @@ class TestServer:
         self.faults = Faults()
         self.node_epoch = 1
         self.logs: dict[str, StreamLog] = {}
+        self._reserved = self._load_reservations()
         for i, key in enumerate(self.config.apps):
             self.logs[key] = StreamLog(
                 self.options.seed + i, self.options.quirks,
                 retention_events=self.options.retention_events,
                 retention_bytes=self.options.retention_bytes,
-                population=self.options.population)
+                population=self.options.population, first_seq=self._reserved.get(key, 0))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -106,11 +112,45 @@ class TestServer:
         return self._server.sockets[0].getsockname()[1]
 
     def build_backlog(self) -> None:
+        self._reserve_offsets()
         if self.options.backlog:
             for key, log in self.logs.items():
                 if key not in self.options.empty_apps and not len(log):
                     log.build_backlog(self.options.backlog, self.options.backlog_span_ms,
                                       self.options.cache_dir)
+        self._reserve_offsets()
+
+    # ------------------------------------------------------------------ offsets across restarts
+    def _offsets_file(self) -> Path | None:
+        return self.options.state_dir / "offsets.json" if self.options.state_dir else None
+
+    def _load_reservations(self) -> dict[str, int]:
+        path = self._offsets_file()
+        if path is None or not path.exists():
+            return {}
+        try:
+            return {k: int(v) for k, v in orjson.loads(path.read_bytes()).items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{path} is not a map of app key to offset sequence ({exc}); "
+                              "delete it to start offsets from scratch") from None
+
+    def _reserve_offsets(self) -> None:
+        """Persist, per app, a sequence number above every one handed out: offsets are reserved
+        in blocks written ahead of use (fsynced), so even a SIGKILL cannot make them go back."""
+        path = self._offsets_file()
+        if path is None:
+            return
+        if all(log.next_seq + OFFSET_RESERVE // 2 <= self._reserved.get(key, -1)
+               for key, log in self.logs.items()):
+            return
+        self._reserved = {key: log.next_seq + OFFSET_RESERVE for key, log in self.logs.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("wb") as f:
+            f.write(orjson.dumps(self._reserved))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
     async def serve(self) -> None:
         """Serve until `stop()`; the coroutine the CLI runs."""
@@ -194,7 +234,10 @@ class TestServer:
 
     def generate(self, count: int, app_key: str | None = None) -> None:
         """Append `count` live events (processed now) to an app's stream."""
-        self.call(self.log(app_key).generate_live, count)
+        def _generate() -> None:
+            self.log(app_key).generate_live(count)
+            self._reserve_offsets()
+        self.call(_generate)
 
     def rotate_node(self) -> None:
         """Make every pinning cookie handed out so far stale."""
@@ -229,6 +272,7 @@ class TestServer:
                 for key, log in self.logs.items():
                     if key not in self.options.empty_apps:
                         log.generate_live(n)
+                self._reserve_offsets()
 
     # ------------------------------------------------------------------ connections
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -284,6 +328,7 @@ class TestServer:
                 return http.json_response(200, {"revoked": body["token"]})
             if path == "/admin/generate" and req.method == "POST":
                 self.log(body.get("app")).generate_live(int(body.get("count", 1)))
+                self._reserve_offsets()
                 return http.json_response(200, {"next_offset": offset_of(self.log(body.get("app")).next_seq)})
             if path == "/admin/rotate-node" and req.method == "POST":
                 self.node_epoch += 1
@@ -487,18 +532,18 @@ class _Stream:
             end = min(end, (self.seq // SEGMENT_EVENTS + 1) * SEGMENT_EVENTS)
         subset = self.request.subset
         while self.seq < end:
-            i = self.seq - log.first_seq
+            seq = self.seq
             self.seq += 1
-            etype = log.types[i]
+            etype = log.type_of(seq)
             if etype == "COMPLIANCE" and not self.include_compliance:
                 continue
             if self.compliance and etype != "COMPLIANCE":
                 continue
             if self.types_allowed is not None and etype not in self.types_allowed:
                 continue
-            if not subset_admits(subset, log.ids[i]):
+            if subset is not None and not subset_admits(subset, log.id_of(seq)):
                 continue
-            line = log.lines[i]
+            line = log.line(seq)
             if self.request.filters and not self.filters(
                     etype, orjson.loads(line) if self.parse else None):
                 continue
@@ -525,8 +570,9 @@ class _Stream:
 
     def _send_keepalive(self) -> None:
         if self.request.enable_offset_updates:
-            # Offset of the last event considered for inclusion, whether or not it passed.
-            last = max(self.seq, self.log.first_seq) - 1
+            # Offset of the last event considered for inclusion, whether or not it passed; a
+            # resume point beyond the head considers nothing past the head.
+            last = min(max(self.seq, self.log.first_seq), self.log.next_seq) - 1
             if last >= 0:
                 now = iso_ms(now_ms())
                 self._write_raw(orjson.dumps({

@@ -1,13 +1,18 @@
 """The app's stream: an append-only log of serialized events with offsets, quirks and retention.
 
-Offsets are 13-digit decimal strings (`1000000000000 + seq`), strictly increasing. The log keeps
-each event as its final NDJSON line (bytes) plus the few fields the server filters on without
-parsing (type, id). Full segments of the log are also kept gzip-ready (raw deflate, flushed to a
-byte boundary), so an unfiltered reader is served without compressing anything.
+Offsets are 13-digit decimal strings (`1000000000000 + seq`), strictly increasing. Memory stays
+small whatever the backlog (~150 bytes per event): the log keeps per event only the fields the
+server filters on, packed (type code, 16-byte id, processed time, size), and its lines compressed
+by segments of SEGMENT_EVENTS. A full segment is kept gzip-ready (raw deflate of the lines an
+unfiltered /api/events reader sees, flushed to a byte boundary), so such a reader is served
+without compressing anything; COMPLIANCE lines, which only some readers see, are compressed
+beside it. Only the newest, unfinished segment is held as plain lines. Filtered readers
+decompress one segment at a time (the last one is cached).
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import dataclasses
 import hashlib
@@ -29,7 +34,7 @@ UNKNOWN_TYPE = "APP_RATING_PROMPT"  # a type the spec does not know (yet)
 FUTURE_CLAMP_MS = 5 * 60_000
 COMPRESS_LEVEL = 1
 # Bump when the generator's output changes, so cached backlogs are rebuilt.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: packed, segment-compressed storage
 BACKLOG_CACHE_MAX_AGE_MS = 6 * HOUR_MS
 
 
@@ -72,7 +77,8 @@ class StreamLog:
 
     def __init__(self, seed: int = 0, quirks: Quirks | None = None, *,
                  retention_events: int | None = None, retention_bytes: int | None = None,
-                 retention_ms: int = 7 * DAY_MS, population: int = 2000) -> None:
+                 retention_ms: int = 7 * DAY_MS, population: int = 2000,
+                 first_seq: int = 0) -> None:
         self.seed = seed
         self.generator = LifecycleGenerator(seed, population)
         self.rng = random.Random(seed ^ 0x5EED)
@@ -80,14 +86,24 @@ class StreamLog:
         self.retention_events = retention_events
         self.retention_bytes = retention_bytes
         self.retention_ms = retention_ms
-        self.first_seq = 0  # oldest retained
-        self.lines: list[bytes] = []  # lines[i] is seq first_seq + i, without the newline
-        self.types: list[str] = []
-        self.ids: list[str] = []
-        self.processed: list[int] = []
+        # Oldest retained. A restarted server goes on from its last (rounded up to a segment).
+        first_seq = -(-first_seq // SEGMENT_EVENTS) * SEGMENT_EVENTS
+        self.first_seq = first_seq
+        self._base = first_seq  # seq of index 0 of the packed columns below
+        self._type_code = array.array("B")  # per event: index into _type_names
+        self._type_names: list[str] = []
+        self._type_index: dict[str, int] = {}
+        self._id_bytes = bytearray()  # per event: 16 bytes of its UUID
+        self._odd_ids: dict[int, str] = {}  # seq → id, for ids that are not canonical UUIDs
+        self._processed = array.array("q")
+        self._sizes = array.array("I")  # line length + newline
         self.duplicate: bytearray = bytearray()
         self.bytes_retained = 0
-        self._segments: dict[int, bytes] = {}
+        self._tail: list[bytes] = []  # lines of the unfinished segment, from _tail_start
+        self._tail_start = first_seq
+        self._segments: dict[int, bytes] = {}  # full segment → deflated lines (no COMPLIANCE)
+        self._compliance: dict[int, bytes] = {}  # full segment → deflated COMPLIANCE lines
+        self._cached: tuple[int, list[bytes]] | None = None  # last segment decompressed
         self._pending_dups: list[tuple[int, dict[str, Any]]] = []  # (due seq, event)
         self._waiters: asyncio.Event | None = None
         self.ever_had_data = False
@@ -95,13 +111,56 @@ class StreamLog:
     # ------------------------------------------------------------------ positions
     @property
     def next_seq(self) -> int:
-        return self.first_seq + len(self.lines)
+        return self._tail_start + len(self._tail)
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return self.next_seq - self.first_seq
+
+    def type_of(self, seq: int) -> str:
+        return self._type_names[self._type_code[seq - self._base]]
+
+    def id_of(self, seq: int) -> str:
+        odd = self._odd_ids.get(seq)
+        if odd is not None:
+            return odd
+        i = (seq - self._base) * 16
+        return _uuid_text(self._id_bytes[i:i + 16])
+
+    def processed_of(self, seq: int) -> int:
+        return self._processed[seq - self._base]
 
     def line(self, seq: int) -> bytes:
-        return self.lines[seq - self.first_seq]
+        if seq >= self._tail_start:
+            return self._tail[seq - self._tail_start]
+        index = seq // SEGMENT_EVENTS
+        if self._cached is None or self._cached[0] != index:
+            self._cached = (index, self._segment_lines(index))
+        return self._cached[1][seq - index * SEGMENT_EVENTS]
+
+    def _segment_lines(self, index: int) -> list[bytes]:
+        """Every line of a full segment, in order: the fast segment's lines with the COMPLIANCE
+        lines put back where they were."""
+        plain = _inflate(self._segments[index])
+        compliance = _inflate(self._compliance[index]) if index in self._compliance else []
+        code = self._type_index.get("COMPLIANCE", -1)
+        start = index * SEGMENT_EVENTS - self._base
+        out, p, c = [], iter(plain), iter(compliance)
+        for i in range(start, start + SEGMENT_EVENTS):
+            out.append(next(c) if self._type_code[i] == code else next(p))
+        return out
+
+    # Views for tests and tools (they copy: not for the serving path).
+    @property
+    def lines(self) -> list[bytes]:
+        return [self.line(s) for s in range(self.first_seq, self.next_seq)]
+
+    @property
+    def types(self) -> list[str]:
+        return [self.type_of(s) for s in range(self.first_seq, self.next_seq)]
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.id_of(s) for s in range(self.first_seq, self.next_seq)]
 
     # ------------------------------------------------------------------ writing
     def generate(self, count: int, clock_start_ms: int, clock_end_ms: int) -> None:
@@ -139,11 +198,7 @@ class StreamLog:
                 self._enforce_retention(end)
                 self._wake()
                 return True
-        self.generate(count, end - span_ms, end)
-        # Compress the backlog's full segments now (and cache them): the first reader then gets
-        # bytes at the speed of the socket instead of waiting for zlib.
-        for index in range(self.first_seq // SEGMENT_EVENTS, self.next_seq // SEGMENT_EVENTS):
-            self.segment(index)
+        self.generate(count, end - span_ms, end)  # segments are compressed as they fill
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             state = {k: v for k, v in self.__dict__.items() if k != "_waiters"}
@@ -196,52 +251,82 @@ class StreamLog:
     def _append(self, ev: dict[str, Any], *, processed_ms: int, duplicate: bool) -> None:
         seq = self.next_seq
         ev["offset"] = offset_of(seq)
-        line = orjson.dumps(ev)
-        self.lines.append(line)
-        self.types.append(ev["type"])
-        self.ids.append(ev["id"])
-        self.processed.append(processed_ms)
+        # A copy of exactly its size: orjson's result can hold several KB of spare capacity.
+        line = bytes(memoryview(orjson.dumps(ev)))
+        code = self._type_index.get(ev["type"])
+        if code is None:
+            code = self._type_index[ev["type"]] = len(self._type_names)
+            self._type_names.append(ev["type"])
+        self._type_code.append(code)
+        try:
+            packed = bytes.fromhex(ev["id"].replace("-", ""))
+            if len(packed) != 16 or _uuid_text(packed) != ev["id"]:
+                raise ValueError("not a canonical UUID")
+        except (ValueError, TypeError, AttributeError):
+            packed = bytes(16)
+            self._odd_ids[seq] = ev["id"]
+        self._id_bytes += packed
+        self._processed.append(processed_ms)
+        self._sizes.append(len(line) + 1)
         self.duplicate.append(duplicate)
         self.bytes_retained += len(line) + 1
         self.ever_had_data = True
+        self._tail.append(line)
+        if (seq + 1) % SEGMENT_EVENTS == 0:
+            self._seal()
+
+    def _seal(self) -> None:
+        """Compress the finished segment (segments start at multiples of SEGMENT_EVENTS)."""
+        index = self._tail_start // SEGMENT_EVENTS
+        plain = [x for i, x in enumerate(self._tail) if self.type_of(self._tail_start + i) != "COMPLIANCE"]
+        compliance = [x for i, x in enumerate(self._tail)
+                      if self.type_of(self._tail_start + i) == "COMPLIANCE"]
+        self._segments[index] = deflate_segment(b"".join(x + b"\n" for x in plain))
+        if compliance:
+            self._compliance[index] = deflate_segment(b"".join(x + b"\n" for x in compliance))
+        self._tail_start += len(self._tail)
+        self._tail = []
 
     def _enforce_retention(self, now: int) -> None:
         """Drop the oldest events beyond the event, byte or age limit (7 days by default)."""
-        n = len(self.lines)
+        n = len(self)
         drop = n - self.retention_events if self.retention_events is not None else 0
         drop = max(drop, 0)
-        bytes_left = self.bytes_retained - sum(len(x) + 1 for x in self.lines[:drop])
+        off = self.first_seq - self._base
+        bytes_left = self.bytes_retained - sum(self._sizes[off:off + drop])
         if self.retention_bytes is not None:
             while drop < n and bytes_left > self.retention_bytes:
-                bytes_left -= len(self.lines[drop]) + 1
+                bytes_left -= self._sizes[off + drop]
                 drop += 1
         horizon = now - self.retention_ms
-        while drop < n and self.processed[drop] < horizon:
+        while drop < n and self._processed[off + drop] < horizon:
             drop += 1
-        if drop:
-            self.bytes_retained -= sum(len(x) + 1 for x in self.lines[:drop])
-            del self.lines[:drop], self.types[:drop], self.ids[:drop], self.processed[:drop]
-            del self.duplicate[:drop]
-            self.first_seq += drop
-            self._segments = {k: v for k, v in self._segments.items()
-                              if k * SEGMENT_EVENTS >= self.first_seq}
+        if not drop:
+            return
+        self.bytes_retained -= sum(self._sizes[off:off + drop])
+        self.first_seq += drop
+        for seq in [s for s in self._odd_ids if s < self.first_seq]:
+            del self._odd_ids[seq]
+        # Whole segments before the oldest retained event go, with their packed fields.
+        keep_from = max(self._base, min(self.first_seq // SEGMENT_EVENTS * SEGMENT_EVENTS,
+                                        self._tail_start))
+        cut = keep_from - self._base
+        if cut > 0:
+            del self._type_code[:cut], self._processed[:cut], self._sizes[:cut]
+            del self._id_bytes[:cut * 16], self.duplicate[:cut]
+            self._base = keep_from
+        first_index = self.first_seq // SEGMENT_EVENTS
+        self._segments = {k: v for k, v in self._segments.items() if k >= first_index}
+        self._compliance = {k: v for k, v in self._compliance.items() if k >= first_index}
+        self._cached = None
 
     # ------------------------------------------------------------------ reading
     def segment(self, index: int) -> bytes | None:
         """Compressed bytes of the full segment `index` as an unfiltered /api/events reader sees
         it (COMPLIANCE events only go to readers who ask for them), or None if not retained."""
-        start = index * SEGMENT_EVENTS
-        if start < self.first_seq or start + SEGMENT_EVENTS > self.next_seq:
+        if index * SEGMENT_EVENTS < self.first_seq:
             return None
-        seg = self._segments.get(index)
-        if seg is None:
-            i = start - self.first_seq
-            lines = [line for line, t in zip(self.lines[i:i + SEGMENT_EVENTS],
-                                             self.types[i:i + SEGMENT_EVENTS], strict=True)
-                     if t != "COMPLIANCE"]
-            seg = deflate_segment(b"".join(line + b"\n" for line in lines))
-            self._segments[index] = seg
-        return seg
+        return self._segments.get(index)
 
     def start_seq(self, start: str | None, resume_offset: str | None) -> int:
         """First sequence to serve. Resume is exclusive. Caller has validated the offset form."""
@@ -274,7 +359,16 @@ class StreamLog:
     # ------------------------------------------------------------------ ground truth
     def ground_truth(self) -> Iterator[dict[str, Any]]:
         """Every retained event in stream order, with its offset and whether it is a copy."""
-        for i, line in enumerate(self.lines):
-            yield {"offset": offset_of(self.first_seq + i), "id": self.ids[i],
-                   "type": self.types[i], "duplicate": bool(self.duplicate[i]),
-                   "event": orjson.loads(line)}
+        for seq in range(self.first_seq, self.next_seq):
+            yield {"offset": offset_of(seq), "id": self.id_of(seq), "type": self.type_of(seq),
+                   "duplicate": bool(self.duplicate[seq - self._base]),
+                   "event": orjson.loads(self.line(seq))}
+
+
+def _uuid_text(packed: bytes | bytearray) -> str:
+    h = packed.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _inflate(segment: bytes) -> list[bytes]:
+    return zlib.decompressobj(-15).decompress(segment).split(b"\n")[:-1]
