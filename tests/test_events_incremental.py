@@ -182,3 +182,35 @@ def test_rows_and_files_that_break_the_contract_are_quarantined_not_blocking(tmp
     assert reasons[0] == "no type" and reasons[1] == "offset is not a plain digit string"
     assert reasons[2].startswith("unreadable file")
     assert [r[0] for r in table_rows(warehouse)] == ["a", "b", "f"]
+
+
+def test_a_landing_compaction_waits_for_the_windows_it_replaces_to_be_loaded(tmp_path):
+    """Windows 1–2 are loaded, 3–6 committed but not loaded, then the landing day is compacted
+    (its small files merged, superseded by a compaction record): the load still reads windows
+    3–6 from their own files, and applies the compaction only after them."""
+    import datetime as dt
+
+    from rtds_pipeline.lake.compaction import compact_source
+
+    lake = open_lake(str(tmp_path / "lake"))
+    source = SourceConfig("events")
+    for w in range(6):
+        commit_window(lake, "events", [event(f"e{w}-{j}", "OPEN", f"{D1}T1{j}:00:00.000Z",
+                                             w * 10 + j) for j in range(3)]
+                      + [event("dup", "OPEN", f"{D1}T09:00:00.000Z", w * 10 + 5)])
+        if w == 1:
+            warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
+            with warehouse.writer() as con:
+                wh.load_all(con, lake, [source], "events")
+    [done] = compact_source(lake, "events", today=dt.date(2026, 11, 30), max_files=2,
+                            min_file_age_s=0)
+    assert done.files_before == 6 and done.files_after <= 2
+    with warehouse.writer() as con:
+        wh.load_all(con, lake, [source], "events")
+        assert wh.full_check(con, lake, "events").ok
+        live = {p for (p,) in con.execute("SELECT path FROM landing_files WHERE day = ?",
+                                          [D1]).fetchall()}
+    assert len(live) == done.files_after  # the manifest follows the compaction
+    got = table_rows(warehouse)
+    assert len(got) == 6 * 3 + 1 and dict((r[0], r[6]) for r in got)["dup"] == 6
+    assert got == table_rows(rebuild_all(tmp_path, lake.root, "rebuilt", source))
