@@ -69,8 +69,10 @@ def clean_up_after_crashes(lake: Lake, source: str, grace_s: float = ORPHAN_GRAC
     with _cleaned_lock:
         if key in _cleaned:
             return []
+    removed = collect_orphans(lake, CommitLog(lake, source), grace_s)
+    with _cleaned_lock:
         _cleaned.add(key)
-    return collect_orphans(lake, CommitLog(lake, source), grace_s)
+    return removed
 
 
 def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
@@ -89,7 +91,8 @@ def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
     return_memory_promptly()
     t0 = time.monotonic()
     retry = store_retry or StoreRetry()
-    clean_up_after_crashes(lake, source.key, orphan_grace_s)
+    retry.call(f"clean up after crashed writers of {source.key}",
+               lambda: clean_up_after_crashes(lake, source.key, orphan_grace_s))
     log = CommitLog(lake, source.key)
     last = retry.call(f"read the commit log of {source.key}", log.latest)
     seq = last.window_seq + 1 if last else 1

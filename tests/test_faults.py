@@ -21,6 +21,7 @@ import pytest
 
 from rtds_pipeline.ingest import ingest_window, publish, reset_commit
 from rtds_pipeline.lake.commits import CommitLog
+from rtds_pipeline.lake.live import live_files
 from rtds_pipeline.lake.retry import ObjectStoreUnavailable, StoreRetry
 from rtds_pipeline.lake.storage import Lake, open_lake
 from rtds_pipeline.settings import SourceConfig, load_settings
@@ -46,7 +47,7 @@ def wait_until(condition, timeout: float = 120.0, what: str = "condition"):
 
 def landed_offsets(lake: Lake, key: str = "events") -> Counter:
     offsets: Counter = Counter()
-    for f in CommitLog(lake, key).committed_files():
+    for f in live_files(lake, key):
         with lake.fs.open(lake.path(f.path), "rb") as fh:
             offsets.update(pq.read_table(fh, columns=["rtds_offset"]).column("rtds_offset").to_pylist())
     return offsets
@@ -278,11 +279,10 @@ def test_a_sensor_tick_survives_a_402_and_fails_loudly_on_a_response_that_is_not
 
 @pytest.mark.slow
 def test_the_quick_chaos_run_loses_nothing_and_duplicates_nothing():
-    """The subset of `python -m bench.chaos` that `make test` runs (the full run: BENCHMARKS.md).
-    Concurrent writers of one source are left out here until commits are exclusive
-    (create-if-absent; issue 15): today two writers can race on one commit name."""
-    out = subprocess.run([sys.executable, "-m", "bench.chaos", "--quick", "--concurrent", "0",
-                          "--json"], capture_output=True, text=True, timeout=600)
+    """The subset of `python -m bench.chaos` that `make test` runs (the full run: BENCHMARKS.md),
+    concurrent writers of one source included: commits are exclusive creates."""
+    out = subprocess.run([sys.executable, "-m", "bench.chaos", "--quick", "--json"],
+                         capture_output=True, text=True, timeout=600)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["faults"] >= 10, result
     assert (result["lost"], result["duplicated"], result["invented"], result["builds_blocked"]) \

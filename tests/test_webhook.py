@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rtds_pipeline.lake.commits import CommitLog
+from rtds_pipeline.lake.live import live_files
 from rtds_pipeline.lake.storage import Lake, open_lake
 from rtds_pipeline.run import wait_http
 from rtds_pipeline.settings import SettingsError, SourceConfig, load_settings
@@ -162,7 +163,7 @@ def sender_state(server: TestServer, attr: str):
 
 def landed_rows(lake: Lake, key: str = SOURCE) -> list[dict]:
     """Every row of the committed landing files (a file no commit lists does not exist)."""
-    files = [lake.url_of(f.path) for f in CommitLog(lake, key).committed_files()]
+    files = [lake.url_of(f.path) for f in live_files(lake, key)]
     if not files:
         return []
     rel = duckdb.sql(f"SELECT rtds_offset, id, type, raw, window_seq, window_pos "
