@@ -10,7 +10,7 @@ from collections.abc import Callable
 import orjson
 
 from rtds_pipeline.allocator import return_memory_promptly
-from rtds_pipeline.lake.commits import COMPACTION, RESET, Commit, CommitConflict, CommitLog
+from rtds_pipeline.lake.commits import RESET, Commit, CommitLog, write_after_compactions
 from rtds_pipeline.lake.live import ORPHAN_GRACE_S, collect_orphans
 from rtds_pipeline.lake.retry import StoreRetry
 from rtds_pipeline.lake.storage import Lake
@@ -146,7 +146,7 @@ def publish(log: CommitLog, commit: Commit, retry: StoreRetry) -> None:
     def write() -> None:
         nonlocal attempts
         attempts += 1
-        _commit_window(log, commit, retried=attempts > 1)
+        write_after_compactions(log, commit, retried=attempts > 1)
 
     retry.call(f"write commit {commit.window_seq} of {commit.source}", write)
 
@@ -176,25 +176,6 @@ def reset_start(last: Commit | None) -> str | None:
     if last is not None and last.resume_offset is None and last.stop_reason.startswith(RESET_REASON):
         start = last.stop_reason[len(RESET_REASON):].split(":", 1)[0]
         return start if start in ("EARLIEST", "LATEST") else None
-
-
-def _commit_window(log: CommitLog, commit: Commit, retried: bool = False) -> None:
-    """Commit at `commit.window_seq`; if a compaction record took that number meanwhile (it
-    moves no offset), at the next free one. The rows keep the sequence they were read as, which
-    still orders them after every earlier window. Any other winner is a second writer: this
-    window's files are deleted and `CommitConflict` raised."""
-    while True:
-        try:
-            log.write(commit, discard_on_conflict=False)
-            return
-        except CommitConflict:
-            taken = log.since(commit.window_seq - 1)
-            if retried and taken and taken[0] == commit:
-                return  # our own earlier attempt landed before its answer was lost
-            if not taken or any(c.kind != COMPACTION for c in taken):
-                log.discard(commit)
-                raise
-            commit.window_seq = taken[-1].window_seq + 1
 
 
 def offset_before(a: str, b: str) -> bool:

@@ -23,7 +23,7 @@ import pytest
 from commit_race import race
 from landing import commit_window, event
 
-from rtds_pipeline.ingest import StreamHeadBehind, _commit_window, ingest_window
+from rtds_pipeline.ingest import StreamHeadBehind, ingest_window
 from rtds_pipeline.lake.batch import parse_batch
 from rtds_pipeline.lake.commits import (
     COMPACTION,
@@ -32,6 +32,7 @@ from rtds_pipeline.lake.commits import (
     CommitConflict,
     CommitLog,
     LandedFile,
+    write_after_compactions,
 )
 from rtds_pipeline.lake.compaction import compact_source, housekeep, plan_day
 from rtds_pipeline.lake.live import LakeState, live_files, load_state, write_checkpoint
@@ -162,7 +163,7 @@ def test_a_window_whose_sequence_a_compaction_took_commits_at_the_next(lake):
                     previous_offset=None, first_offset=None, files=files, dead_letter_files=[],
                     events=1, dead_letters=0, offset_updates=0, keepalives=0, reconnects=0,
                     bytes_read=0, max_processed=None, committed_at=time.time(), stop_reason="t")
-    _commit_window(log, window)
+    write_after_compactions(log, window)
     assert [c.kind for c in log.since(6)] == [COMPACTION, "window"]
     assert log.latest().resume_offset == offset_of(999)
     # … but a window that took it means a second writer: this window's files go
@@ -170,7 +171,7 @@ def test_a_window_whose_sequence_a_compaction_took_commits_at_the_next(lake):
     writer.add(parse_batch(orjson.dumps(event("x", "OPEN", f"{D2}T02:00:00.000Z", 1000)) + b"\n", 9))
     mine, _ = writer.finish()
     with pytest.raises(CommitConflict, match="another writer owns this source"):
-        _commit_window(log, dataclasses.replace(window, window_seq=8, files=mine))
+        write_after_compactions(log, dataclasses.replace(window, window_seq=8, files=mine))
     assert log.read(8).files == files  # the first writer's record stays as it was
     assert not lake.fs.exists(lake.path(mine[0].path))
 

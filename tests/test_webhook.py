@@ -255,6 +255,29 @@ def test_concurrent_requests_share_windows_and_each_ack_follows_its_commit(recei
     assert commit.files[0].path.startswith(f"landing/source={SOURCE}/occurred_date=2026-11-30/w")
 
 
+def test_a_compaction_record_taking_the_next_number_does_not_stop_the_receiver(receivers):
+    """The housekeeping job compacts landing days beside the receiver: its record may take the
+    number the receiver's next window wanted; that window commits at the next free one."""
+    import dataclasses
+
+    from rtds_pipeline.lake.commits import COMPACTION
+
+    receiver = receivers()
+    lake = receiver.lake()
+    log = CommitLog(lake, SOURCE)
+    with httpx.Client(timeout=60) as client:
+        first = client.post(receiver.url, content=orjson.dumps([_event("k1", 1)]), headers=authed())
+        assert first.status_code == 200
+        last = log.latest()
+        log.write(dataclasses.replace(last, window_seq=last.window_seq + 1, kind=COMPACTION,
+                                      files=[], dead_letter_files=[], replaces=[], events=0))
+        second = client.post(receiver.url, content=orjson.dumps([_event("k2", 2)]),
+                             headers=authed())
+    assert second.status_code == 200 and receiver.proc.poll() is None
+    assert second.json()["window"] == last.window_seq + 2
+    assert {r["id"] for r in landed_rows(lake)} == {"k1", "k2"}
+
+
 # ---------------------------------------------------------------------------------------------
 # Authentication
 

@@ -263,3 +263,22 @@ def _create_remote(lake: Lake, path: str, data: bytes) -> None:
         if exc.errno == errno.EINVAL and code == "PreconditionFailed":
             raise FileExistsError(path) from exc
         raise
+
+
+def write_after_compactions(log: CommitLog, commit: Commit, retried: bool = False) -> None:
+    """Commit at `commit.window_seq`; if a compaction record took that number meanwhile (it
+    moves no offset), at the next free one. The rows keep the sequence they were read as, which
+    still orders them after every earlier window. Any other winner is a second writer: this
+    window's files are deleted and `CommitConflict` raised."""
+    while True:
+        try:
+            log.write(commit, discard_on_conflict=False)
+            return
+        except CommitConflict:
+            taken = log.since(commit.window_seq - 1)
+            if retried and taken and taken[0] == commit:
+                return  # our own earlier attempt landed before its answer was lost
+            if not taken or any(c.kind != COMPACTION for c in taken):
+                log.discard(commit)
+                raise
+            commit.window_seq = taken[-1].window_seq + 1

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rtds_pipeline.lake.batch import LANDING_SCHEMA, DeadLetter, ParsedBatch, parse_batch
-from rtds_pipeline.lake.commits import Commit, CommitLog
+from rtds_pipeline.lake.commits import Commit, CommitLog, write_after_compactions
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.lake.writer import LandingWriter
 from rtds_pipeline.rtds.timestamps import iso_ms
@@ -235,7 +235,8 @@ class GroupCommitter:
                 max_processed=_iso_ms(processed), committed_at=time.time(),
                 stop_reason=f"webhook: {len(window)} requests; closed at {reason}",
                 duplicates=writer.duplicates, late_events=writer.late)
-            self.log.write(commit)
+            # A housekeeping compaction may have taken the number: the next free one then.
+            write_after_compactions(self.log, commit)
         except FileExistsError as exc:  # another writer owns this source: stop, loudly
             writer.close()
             _remove_quietly(self.lake, writer)
@@ -252,11 +253,11 @@ class GroupCommitter:
             self._fail(window, NotDurable(f"the events could not be made durable ({type(exc).__name__})"))
             self._resync()
             return
-        self.next_seq = seq + 1
-        receipts = _receipts(window, batch, spans, seq)
+        self.next_seq = commit.window_seq + 1
+        receipts = _receipts(window, batch, spans, commit.window_seq)  # the record that holds them
         _settle(window, receipts)
         if self.on_window is not None:
-            self.on_window(WindowStats(seq, len(window), commit.events, commit.dead_letters,
+            self.on_window(WindowStats(commit.window_seq, len(window), commit.events, commit.dead_letters,
                                        time.monotonic() - t0, reason))
 
     def _resync(self) -> None:
