@@ -258,6 +258,8 @@ def load_pending(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str,
     while True:
         windows = _pending(con, kind, budget)
         if not windows:
+            if result.batches:
+                refresh_views(con, lake)
             return result
         batch = _plan(con, lake, kind, "window", windows=windows)
         result.add(_load_batch(con, lake, kind, batch))
@@ -374,6 +376,7 @@ def rebuild_days(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, days: Se
     for group in _groups(files, batch_bytes):
         batch = _plan(con, lake, kind, "rebuild", group)
         result.add(_rebuild_batch(con, lake, kind, batch, group))
+    refresh_views(con, lake)
     return result
 
 
@@ -455,6 +458,7 @@ def compact_days(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str,
         batch = _plan(con, lake, kind, "compact", [day])
         _compact_batch(con, lake, kind, batch, day)
         done.append(day)
+    refresh_views(con, lake)
     return done
 
 
