@@ -44,7 +44,10 @@ def main() -> int:
            "RTDS_WAREHOUSE": str(tmp / "warehouse.duckdb"), "RTDS_TESTSERVER_PORT": "8731",
            "RTDS_UI_PORT": "3031", "RTDS_TESTSERVER_BACKLOG": "20000",
            "RTDS_TESTSERVER_QUIRKS": "0" if args.no_quirks else "1",
-           "RTDS_TESTSERVER_RATE": str(args.rate)}
+           "RTDS_TESTSERVER_RATE": str(args.rate),
+           # The server keeps the whole run: a slow pipeline shows as lag, not as expired events.
+           "RTDS_TESTSERVER_RETENTION_EVENTS": str(max(300_000, int(
+               args.rate * (args.warmup + args.minutes * 60) * 1.2)))}
     proc = subprocess.Popen([sys.executable, "-m", "rtds_pipeline.run"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     warehouse = tmp / "warehouse.duckdb"
