@@ -65,7 +65,7 @@ def test_quirky_stream_loaded_window_by_window_equals_a_rebuild_and_the_ground_t
         with warehouse.writer() as con:
             wh.sync_manifest(con, lake, [source])
             result = wh.load_pending(con, lake, "events")
-            assert wh.check_batches(con, "events", result.batches).ok
+            assert result.check.ok and result.check.landed_ids > 0
         if round_ == 10:
             srv.generate(800)  # live traffic between windows: more copies and late events
     with warehouse.writer() as con:

@@ -144,8 +144,7 @@ def load_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinition:
         lake = rtds.lake()
         with rtds.warehouse().writer() as con:
             result = wh.load_all(con, lake, sources, kind)
-            check = wh.check_batches(con, kind, result.batches)
-            checks = _checks(table, kind, con, check, sorted(result.days))
+            checks = _checks(table, kind, con, result.check, sorted(result.days))
         context.log.info(f"{table}: {result.windows} window(s), {result.rows} new rows in "
                          f"{len(result.days)} day(s), {result.copies_dropped} copies dropped, "
                          f"{result.quarantined} quarantined")

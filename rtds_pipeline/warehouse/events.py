@@ -36,6 +36,19 @@ REBUILD_BYTES = 1 << 30  # landed Parquet per rebuild pass
 
 
 @dataclasses.dataclass
+class WindowCheck:
+    """What a load or rebuild can check at its own cost: the good ids its files landed are all
+    kept (`missing`), each once (`duplicated`)."""
+    landed_ids: int
+    missing: int  # good landed ids of the loaded windows that the index does not hold
+    duplicated: int  # of those ids, how many the index holds more than once
+
+    @property
+    def ok(self) -> bool:
+        return self.missing == 0 and self.duplicated == 0
+
+
+@dataclasses.dataclass
 class LoadResult:
     table: str
     batches: list[int] = dataclasses.field(default_factory=list)
@@ -47,6 +60,7 @@ class LoadResult:
     days: dict[str, int] = dataclasses.field(default_factory=dict)  # rows written per day
     rebuilt: list[str] = dataclasses.field(default_factory=list)  # days recomputed
     max_processed: dt.datetime | None = None
+    check: WindowCheck = dataclasses.field(default_factory=lambda: WindowCheck(0, 0, 0))
 
     def add(self, other: LoadResult) -> None:
         self.batches += other.batches
@@ -55,20 +69,11 @@ class LoadResult:
         for d, n in other.days.items():
             self.days[d] = self.days.get(d, 0) + n
         self.rebuilt = sorted({*self.rebuilt, *other.rebuilt})
+        self.check = WindowCheck(*(a + b for a, b in zip(dataclasses.astuple(self.check),
+                                                          dataclasses.astuple(other.check),
+                                                          strict=True)))
         if other.max_processed and (not self.max_processed or other.max_processed > self.max_processed):
             self.max_processed = other.max_processed
-
-
-@dataclasses.dataclass
-class WindowCheck:
-    """Checks of what one load touched (its windows' ids), O(load)."""
-    landed_ids: int
-    missing: int  # good landed ids of the loaded windows that the index does not hold
-    duplicated: int  # of those ids, how many the index holds more than once
-
-    @property
-    def ok(self) -> bool:
-        return self.missing == 0 and self.duplicated == 0
 
 
 @dataclasses.dataclass
@@ -297,6 +302,7 @@ def _load_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: in
             result.quarantined = _quarantine(con, table)
             run_script(con, table_sql("load_window_end", table), {"batch": batch})
             _finish_batch(con, table, batch, new_rows)
+        result.check = _check_load(con, table, files)
         result.landed_rows, result.rows = con.execute(
             "SELECT coalesce(sum(landed_rows), 0), coalesce(sum(rows), 0) FROM load_log "
             "WHERE table_name = ? AND batch = ?", [table, batch]).fetchall()[0]
@@ -313,6 +319,20 @@ def _load_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: in
         with transaction(con):
             _finish_batch(con, table, batch, 0)
     return result
+
+
+def _check_load(con: duckdb.DuckDBPyConnection, table: str, files: list[str]) -> WindowCheck:
+    """O(batch): the good ids the batch's files hold (read again) against what the load decided
+    and wrote — new keys (appended rows) plus ids kept before — and no id written twice. The
+    whole table against the whole landing zone is `full_check`, in the maintenance job."""
+    landed = con.execute("SELECT count(DISTINCT id) FROM landed(?) WHERE reason IS NULL",
+                         [files]).fetchall()[0][0]
+    new, new_distinct, kept = con.execute(
+        "SELECT count(*) FILTER (WHERE kept_day IS NULL), "
+        "count(DISTINCT id) FILTER (WHERE kept_day IS NULL), "
+        "count(DISTINCT id) FILTER (WHERE kept_day IS NOT NULL) FROM stage_probe").fetchall()[0]
+    # missing < 0 would mean ids kept that these files never landed: not ok either.
+    return WindowCheck(landed, landed - new_distinct - kept, new - new_distinct)
 
 
 def _finish_batch(con: duckdb.DuckDBPyConnection, table: str, batch: int, rows: int) -> None:
@@ -482,11 +502,6 @@ def _compact_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch:
 
 
 # -- checks --------------------------------------------------------------------------------
-
-def check_batches(con: duckdb.DuckDBPyConnection, kind: str, batches: Sequence[int]) -> WindowCheck:
-    """Every good id the loaded windows landed is kept exactly once: O(load)."""
-    return check_files(con, kind, [r[0] for b in batches for r in _batch_files(con, kind, b)])
-
 
 def check_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> WindowCheck:
     """Every good id landed for these days is kept exactly once: O(those days)."""
