@@ -62,7 +62,7 @@ def prefill(lake, warehouse: Warehouse, n: int) -> list[str]:
         reader = con.sql(PREFILL, params={"n": n}).to_arrow_reader()
         DeltaEvents(lake, "events").append(reader, "bench-prefill", 1)
         files = DeltaEvents(lake, "events").files()
-        con.execute("INSERT INTO events_keys SELECT md5_number(id), occurred_date, "
+        con.execute("INSERT INTO events_keys SELECT key_hi(md5_number(id)), key_lo(md5_number(id)), occurred_date, "
                     "rtds_offset::UBIGINT, source FROM read_parquet(?, hive_partitioning = true)",
                     [files])
         return [r[0] for r in con.execute(

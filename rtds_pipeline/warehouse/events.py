@@ -514,8 +514,8 @@ def check_files(con: duckdb.DuckDBPyConnection, kind: str, files: Sequence[str])
         return WindowCheck(0, 0, 0)
     got = con.execute(
         f"WITH ids AS (SELECT DISTINCT k FROM landed(?) WHERE reason IS NULL), "
-        f"hits AS (SELECT ix.k, count(*) AS n FROM {table}_keys ix "
-        f"         WHERE ix.k IN (SELECT k FROM ids) GROUP BY ix.k) "
+        f"hits AS (SELECT key_of(ix.h, ix.l) AS k, count(*) AS n FROM {table}_keys ix "
+        f"         WHERE key_of(ix.h, ix.l) IN (SELECT k FROM ids) GROUP BY ALL) "
         f"SELECT (SELECT count(*) FROM ids), "
         f"       (SELECT count(*) FROM ids WHERE k NOT IN (SELECT k FROM hits)), "
         f"       (SELECT count(*) FROM hits WHERE n > 1)", [list(files)]).fetchall()[0]
@@ -534,7 +534,8 @@ def full_check(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str) -> FullChe
     if landed:
         landed_ids, missing = con.execute(
             f"WITH ids AS (SELECT DISTINCT k FROM landed(?) WHERE reason IS NULL) "
-            f"SELECT count(*), count(*) FILTER (WHERE k NOT IN (SELECT k FROM {table}_keys)) "
+            f"SELECT count(*), count(*) FILTER (WHERE k NOT IN "
+            f"(SELECT key_of(h, l) FROM {table}_keys)) "
             f"FROM ids", [landed]).fetchall()[0]
     else:
         landed_ids, missing = 0, 0

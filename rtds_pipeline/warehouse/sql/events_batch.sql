@@ -17,9 +17,9 @@ QUALIFY row_number() OVER (PARTITION BY k ORDER BY pos, source, window_seq, wind
 
 -- Kept copies of the batch's ids in other days.
 CREATE OR REPLACE TEMP TABLE batch_elsewhere AS
-SELECT ix.k, ix.occurred_date AS day, ix.pos, ix.source
+SELECT key_of(ix.h, ix.l) AS k, ix.occurred_date AS day, ix.pos, ix.source
 FROM {table}_keys ix
-WHERE NOT list_contains($days, ix.occurred_date) AND ix.k IN (SELECT k FROM batch_keep);
+WHERE NOT list_contains($days, ix.occurred_date) AND key_of(ix.h, ix.l) IN (SELECT k FROM batch_keep);
 
 -- Where another day holds the earlier copy, the batch's copy goes; otherwise the other day's
 -- row goes (`beaten`, deleted from its day by the caller).

@@ -2,8 +2,8 @@
 -- Parameters: $days (DATE[]), $batch.
 DELETE FROM {table}_keys
 WHERE list_contains($days, occurred_date)
-   OR (k, occurred_date) IN (SELECT k, day FROM batch_beaten);
-INSERT INTO {table}_keys SELECT k, day, pos, source FROM batch_final;
+   OR (key_of(h, l), occurred_date) IN (SELECT k, day FROM batch_beaten);
+INSERT INTO {table}_keys SELECT key_hi(k), key_lo(k), day, pos, source FROM batch_final;
 DELETE FROM {table}_late_copies
 WHERE list_contains($days, occurred_date)
    OR (id, occurred_date) IN (SELECT id, day FROM batch_beaten);

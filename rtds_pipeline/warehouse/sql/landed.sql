@@ -4,6 +4,10 @@
 -- incremental load and the rebuild, so both write exactly the same rows.
 -- A row's day and source are its landing folder's Hive keys (occurred_date=…, source=…):
 -- never a cast that would depend on the session's time zone.
+CREATE OR REPLACE TEMP MACRO key_hi(k) AS (k >> 64)::UBIGINT;
+CREATE OR REPLACE TEMP MACRO key_lo(k) AS (k & 18446744073709551615::UHUGEINT)::UBIGINT;
+CREATE OR REPLACE TEMP MACRO key_of(h, l) AS (h::UHUGEINT << 64) | l::UHUGEINT;
+
 CREATE OR REPLACE TEMP MACRO landed(files) AS TABLE
 SELECT md5_number(id) AS k,
        CASE WHEN regexp_full_match(rtds_offset, '[0-9]{1,19}') THEN rtds_offset::UBIGINT END AS pos,

@@ -1,7 +1,7 @@
 -- Record a staged batch (load_window.sql) once its rows are in the Delta table: the new keys,
 -- copies of ids already kept in the same day. Parameter: $batch.
 INSERT INTO {table}_keys
-SELECT k, day, pos, source FROM stage_probe WHERE kept_day IS NULL;
+SELECT key_hi(k), key_lo(k), day, pos, source FROM stage_probe WHERE kept_day IS NULL;
 
 INSERT INTO {table}_late_copies
 SELECT id, day, n FROM stage_probe

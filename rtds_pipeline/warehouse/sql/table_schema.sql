@@ -1,10 +1,12 @@
 -- Per-table state of {table}, next to schema.sql's shared tables.
 
 -- The id index: one row per id kept in {table}, keyed by the 128-bit MD5 of the id (a
--- collision needs ~2^64 ids). A window's ids are probed here instead of scanning the table, so a
--- load costs O(window) (a hash join whose build side is the window) at any size of history.
+-- collision needs ~2^64 ids), in two 64-bit halves. A window's ids are probed here instead of
+-- scanning the table: a hash join whose build side is the window, reading only `h` of the
+-- index (8 bytes a key); `l` confirms the few candidates.
 CREATE TABLE IF NOT EXISTS {table}_keys (
-    k             UHUGEINT NOT NULL,  -- md5_number(id)
+    h             UBIGINT  NOT NULL,  -- key_hi(md5_number(id))
+    l             UBIGINT  NOT NULL,  -- key_lo(md5_number(id))
     occurred_date DATE     NOT NULL,  -- the day its kept copy lives in
     pos           UBIGINT  NOT NULL,  -- offset of the kept copy (stream position)
     source        VARCHAR  NOT NULL
