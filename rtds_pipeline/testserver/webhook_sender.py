@@ -119,13 +119,15 @@ class WebhookSender:
                         await self._enqueue()
                 continue
             self.next_seq = max(self.next_seq, stream.first_seq)  # retention may have moved on
-            i = self.next_seq - stream.first_seq
+            seq = self.next_seq
             self.next_seq += 1
-            if not opts.admits(stream.types[i]):
+            # Per-event accessors: the log keeps its lines compressed (`lines`/`ids`/`types` are
+            # copies of everything, for tests).
+            if not opts.admits(stream.type_of(seq)):
                 continue
             if not self._partial:
                 first_at = time.monotonic()
-            self._partial.append((offset_of(self.next_seq - 1), stream.ids[i], stream.lines[i]))
+            self._partial.append((offset_of(seq), stream.id_of(seq), stream.line(seq)))
             if len(self._partial) == opts.batch:
                 await self._enqueue()
 
