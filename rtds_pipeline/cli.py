@@ -222,9 +222,8 @@ def _lake_reset_offset(args: argparse.Namespace) -> int:
           f"{commit.previous_offset or 'the start setting'} to {where}; the next window reads from there")
 
 
-def _lake_files(args: argparse.Namespace) -> int:
-    """The committed view: live files only (never orphans, never superseded files)."""
-    from rtds_pipeline.lake.live import live_files
+def _lake_sources(args: argparse.Namespace):
+    """(settings, lake, the sources `--source` names or all), or None after printing why not."""
     from rtds_pipeline.lake.storage import open_lake
     from rtds_pipeline.settings import SettingsError, load_settings
 
@@ -233,8 +232,18 @@ def _lake_files(args: argparse.Namespace) -> int:
         sources = [settings.source(args.source)] if args.source else list(settings.sources)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+    return settings, open_lake(settings.lake_url), sources
+
+
+def _lake_files(args: argparse.Namespace) -> int:
+    """The committed view: live files only (never orphans, never superseded files)."""
+    from rtds_pipeline.lake.live import live_files
+
+    chosen = _lake_sources(args)
+    if chosen is None:
         return 2
-    lake = open_lake(settings.lake_url)
+    settings, lake, sources = chosen
     urls = [lake.url_of(f.path) for s in sources for f in live_files(lake, s.key, args.day or None)]
     if args.duckdb:
         listed = ", ".join("'" + u.replace("'", "''") + "'" for u in urls)
@@ -249,16 +258,11 @@ def _lake_files(args: argparse.Namespace) -> int:
 def _lake_compact(args: argparse.Namespace) -> int:
     """Housekeeping on demand: what the Dagster job `lake_housekeeping` does on its schedule."""
     from rtds_pipeline.lake.compaction import housekeep
-    from rtds_pipeline.lake.storage import open_lake
-    from rtds_pipeline.settings import SettingsError, load_settings
 
-    try:
-        settings = load_settings()
-        sources = [settings.source(args.source)] if args.source else list(settings.sources)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    chosen = _lake_sources(args)
+    if chosen is None:
         return 2
-    lake = open_lake(settings.lake_url)
+    settings, lake, sources = chosen
     for source in sources:
         done = housekeep(lake, source.key, **settings.lake_housekeeping())
         for d in done.compacted:
