@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 import duckdb
 import pyarrow as pa
 
-from rtds_pipeline.lake.commits import CommitLog
+from rtds_pipeline.lake.commits import WINDOW, CommitLog
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.warehouse.delta import DeltaEvents
@@ -121,9 +121,9 @@ def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
         new = _until_pending_replaced(con, lake, CommitLog(lake, source.key).since(seen))
         if not new:
             continue
-        kind = _feeds(source)
+        kind = source.feeds
         # A compaction record replaces files and brings no new data: nothing to load.
-        is_data = [getattr(c, "kind", "window") == "window" for c in new]
+        is_data = [c.kind == WINDOW for c in new]
         windows = pa.table({
             "source": [c.source for c in new], "kind": [kind] * len(new),
             "window_seq": [c.window_seq for c in new], "events": [c.events for c in new],
@@ -142,7 +142,7 @@ def sync_manifest(con: duckdb.DuckDBPyConnection, lake: Lake,
             "day": pa.array([f.day for _, f in files], pa.string()),
             "rows": pa.array([f.rows for _, f in files], pa.int64()),
             "bytes": pa.array([f.bytes for _, f in files], pa.int64())})
-        replaced = [lake.url_of(p) for c in new for p in getattr(c, "replaces", None) or ()]
+        replaced = [lake.url_of(p) for c in new for p in c.replaces]
         # One transaction: a window recorded without its files would never be read again.
         con.register("new_windows", windows)
         con.register("new_files", manifest)
@@ -167,10 +167,10 @@ def _until_pending_replaced(con: duckdb.DuckDBPyConnection, lake: Lake,
     """The records before the first compaction that replaces a file of a window not loaded yet
     (recorded and pending, or earlier in `new`)."""
     for i, c in enumerate(new):
-        replaced = {lake.url_of(p) for p in getattr(c, "replaces", None) or ()}
+        replaced = {lake.url_of(p) for p in c.replaces}
         if not replaced:
             continue
-        unloaded = {lake.url_of(f.path) for w in new[:i] if getattr(w, "kind", "window") == "window"
+        unloaded = {lake.url_of(f.path) for w in new[:i] if w.kind == WINDOW
                     for f in w.files}
         pending = con.execute(
             "SELECT count(*) FROM landing_files f JOIN landing_windows w USING (source, window_seq) "
@@ -191,10 +191,6 @@ def load_all(con: duckdb.DuckDBPyConnection, lake: Lake, sources: Sequence[Sourc
         result.add(loaded)
         if not synced and not loaded.batches:
             return result
-
-
-def _feeds(source: SourceConfig) -> str:
-    return source.feeds
 
 
 def day_files(con: duckdb.DuckDBPyConnection, kind: str,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -196,5 +195,3 @@ def remove_tree(lake: Lake, *parts: str) -> None:
     path = lake.path(*parts)
     if lake.fs.exists(path):
         lake.fs.rm(path, recursive=True)
-    if lake.is_local:
-        shutil.rmtree(path, ignore_errors=True)
