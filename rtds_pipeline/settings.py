@@ -111,7 +111,7 @@ class Settings:
     compact_settle_days: int = 1
     superseded_retention_hours: float = 6.0
     orphan_grace_hours: float = 1.0
-    compact_min_age_hours: float = 1.0  # files younger than this wait for the next compaction
+    compact_min_age_hours: float = 0.0  # files younger than this wait for the next compaction
     housekeeping_cron: str = "7-59/15 * * * *"
 
     def lake_housekeeping(self) -> dict[str, Any]:
@@ -231,6 +231,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         compact_settle_days=int(env.get("RTDS_COMPACT_SETTLE_DAYS", 1)),
         superseded_retention_hours=float(env.get("RTDS_SUPERSEDED_RETENTION_HOURS", 6)),
         orphan_grace_hours=float(env.get("RTDS_ORPHAN_GRACE_HOURS", 1)),
-        compact_min_age_hours=float(env.get("RTDS_COMPACT_MIN_AGE_HOURS", 1)),
+        compact_min_age_hours=float(env.get("RTDS_COMPACT_MIN_AGE_HOURS", 0)),
         housekeeping_cron=env.get("RTDS_HOUSEKEEPING_CRON", "7-59/15 * * * *"),
     )

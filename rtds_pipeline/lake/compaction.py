@@ -45,9 +45,10 @@ TARGET_BYTES = 1 << 30  # largest compacted file
 SETTLE_DAYS = 1  # a day is settled once it is at least this many days before today (UTC)
 BATCH_ROWS = 128 * 1024
 COMMIT_ATTEMPTS = 20
-# Files committed less than this long ago wait for the next run: the warehouse loads a window
-# from the files its record lists, so they must outlive the time it takes to load them.
-MIN_FILE_AGE_S = 3600.0
+# Files committed less than this long ago wait for the next run. 0: a window the warehouse has not
+# loaded yet is loaded from the files its record lists, which superseded files stay for
+# SUPERSEDED_RETENTION_S, and the loader reads a compaction only after those windows.
+MIN_FILE_AGE_S = 0.0
 
 
 @dataclasses.dataclass
