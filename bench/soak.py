@@ -111,7 +111,7 @@ def housekept_settled(home: Path, sources: list[str]) -> int | None:
     add small files to settled days between runs, which the next run merges."""
     import dagster as dg
 
-    with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(home))) as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         out = None
         for s in sources:
             page = instance.fetch_observations(dg.AssetKey(["landing", s]), limit=1)
