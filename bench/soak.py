@@ -111,6 +111,7 @@ def housekept_settled(home: Path, sources: list[str]) -> int | None:
     add small files to settled days between runs, which the next run merges."""
     import dagster as dg
 
+    os.environ["DAGSTER_HOME"] = str(home)  # dagster.yaml reads its folders from it
     with dg.DagsterInstance.from_config(str(home)) as instance:
         out = None
         for s in sources:
