@@ -113,6 +113,7 @@ class Settings:
     orphan_grace_hours: float = 1.0
     compact_min_age_hours: float = 0.0  # files younger than this wait for the next compaction
     housekeeping_cron: str = "7-59/15 * * * *"
+    dagster_history_days: float = 7.0  # Dagster events older than this are pruned (defs/instance.py)
 
     def lake_housekeeping(self) -> dict[str, Any]:
         """Keyword arguments of `lake.compaction.housekeep`."""
@@ -233,4 +234,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         orphan_grace_hours=float(env.get("RTDS_ORPHAN_GRACE_HOURS", 1)),
         compact_min_age_hours=float(env.get("RTDS_COMPACT_MIN_AGE_HOURS", 0)),
         housekeeping_cron=env.get("RTDS_HOUSEKEEPING_CRON", "7-59/15 * * * *"),
+        dagster_history_days=float(env.get("RTDS_DAGSTER_HISTORY_DAYS", 7)),
     )

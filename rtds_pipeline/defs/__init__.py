@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from rtds_pipeline.defs import instance
 from rtds_pipeline.defs.assets import (
     daily_partitions,
     day_table_asset,
@@ -44,6 +45,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     housekeeping = housekeeping_job(settings)
     jobs.append(housekeeping)
     schedules.append(housekeeping_schedule(housekeeping, settings))
+    pruning = instance.housekeeping_job(settings.dagster_history_days)
+    jobs.append(pruning)
+    schedules.append(instance.housekeeping_schedule(pruning))
     return dg.Definitions(
         assets=assets,
         # A webhook source is pushed to: an idle Airship is not lag, so no stream_lag check.
