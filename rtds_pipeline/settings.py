@@ -9,13 +9,14 @@ or master secret (`token_env`, `secret_env`).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from rtds_pipeline.rtds.events import BASE_URLS
+from rtds_pipeline.rtds.events import BASE_URLS, IDLE_RECONNECT_SECONDS
 from rtds_pipeline.rtds.request import RequestError, StreamRequest
 from rtds_pipeline.stream.connection import Endpoint
 
@@ -24,6 +25,22 @@ DEFAULT_APP_KEY = "test-app-key"
 # The built-in test server's public credentials; used only when nothing is configured.
 TEST_SERVER_TOKEN = "test-access-token"
 TEST_SERVER_MASTER_SECRET = "test-master-secret"
+
+# The defaults, each written here once; the reader, the resources and the CLI import them.
+TOKEN_ENV = "RTDS_ACCESS_TOKEN"  # the environment variables that hold a source's secrets
+SECRET_ENV = "RTDS_MASTER_SECRET"
+START = "EARLIEST"  # where a source with no commit begins
+WINDOW_SECONDS = 40.0
+WINDOW_MAX_EVENTS = 2_000_000
+WINDOW_MAX_BYTES = 2 << 30
+IDLE_TIMEOUT = IDLE_RECONNECT_SECONDS  # Airship's rule: 90 s of silence means reconnect
+MAX_LINE_BYTES = 4 << 20  # Airship events are a few KB; a longer line is dead-lettered
+BACKOFF_402_SECONDS = 30.0  # Airship's rule: after a 402, wait at least this long
+DUCKDB_MEMORY_LIMIT = "2GB"  # of the warehouse writer
+# The first daily partition, fixed so that the partitions do not move from one day to the next.
+# RTDS delivers events up to 90 days old: a pipeline first run after 2026-04-01 receives none
+# before it. RTDS_FIRST_DAY moves it (e.g. later, for fewer partitions in the UI).
+FIRST_DAY = "2026-01-01"
 
 
 class SettingsError(ValueError):
@@ -36,9 +53,9 @@ class SourceConfig:
     kind: str = "events"  # or "compliance" (/api/events/general), or "webhook" (Airship POSTs)
     base_url: str = DEFAULT_BASE_URL
     app_key: str = DEFAULT_APP_KEY
-    token_env: str = "RTDS_ACCESS_TOKEN"
-    secret_env: str = "RTDS_MASTER_SECRET"
-    start: str = "EARLIEST"  # where a source with no commit begins
+    token_env: str = TOKEN_ENV
+    secret_env: str = SECRET_ENV
+    start: str = START
     filters: tuple[dict[str, Any], ...] = ()
     subset: dict[str, Any] | None = None
 
@@ -94,16 +111,16 @@ class Settings:
     lake_url: str = "data/lake"
     warehouse_path: str = "data/warehouse.duckdb"
     sources: tuple[SourceConfig, ...] = ()
-    window_seconds: float = 40.0
-    window_max_events: int = 2_000_000
-    window_max_bytes: int = 2 << 30
-    idle_timeout: float = 90.0
-    duckdb_memory_limit: str = "2GB"  # of the warehouse writer
+    window_seconds: float = WINDOW_SECONDS
+    window_max_events: int = WINDOW_MAX_EVENTS
+    window_max_bytes: int = WINDOW_MAX_BYTES
+    idle_timeout: float = IDLE_TIMEOUT
+    duckdb_memory_limit: str = DUCKDB_MEMORY_LIMIT
     tick_seconds: int = 15  # minimum interval between two sensor ticks of a source
     marts_seconds: int = 60  # minimum interval between two marts refreshes
-    first_day: str | None = None  # first daily partition; default: 100 days ago (RTDS keeps ≤ 90)
-    max_line_bytes: int = 4 << 20  # a longer stream line is dead-lettered (prefix + length)
-    backoff_402_seconds: float = 30.0  # wait after HTTP 402; Airship asks for at least 30 s
+    first_day: str = FIRST_DAY  # first daily partition (YYYY-MM-DD, UTC)
+    max_line_bytes: int = MAX_LINE_BYTES  # a longer stream line is dead-lettered (prefix + length)
+    backoff_402_seconds: float = BACKOFF_402_SECONDS
     store_retry_seconds: float = 60.0  # how long object-store failures are retried
     # Lake lifecycle (rtds_pipeline/lake/compaction.py): files per settled day, days to settle,
     # hours superseded files are kept, grace before unlisted files count as orphans.
@@ -153,9 +170,8 @@ def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
     base = SourceConfig(
         name=raw["name"], kind=raw.get("kind", "events"), base_url=_base_url(raw, where),
         app_key=raw.get("app_key", DEFAULT_APP_KEY),
-        token_env=raw.get("token_env", "RTDS_ACCESS_TOKEN"),
-        secret_env=raw.get("secret_env", "RTDS_MASTER_SECRET"),
-        start=raw.get("start", "EARLIEST"), filters=tuple(raw.get("filters", ())),
+        token_env=raw.get("token_env", TOKEN_ENV), secret_env=raw.get("secret_env", SECRET_ENV),
+        start=raw.get("start", START), filters=tuple(raw.get("filters", ())),
         subset=raw.get("subset"))
     if base.kind not in ("events", "compliance", "webhook"):
         raise SettingsError(f"{where}: kind must be 'events', 'compliance' or 'webhook'")
@@ -175,6 +191,13 @@ def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
     for s in out:
         s.request()
     return out
+
+
+def _day(value: str, name: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise SettingsError(f"{name}={value!r}: expected a day as YYYY-MM-DD, e.g. {FIRST_DAY}") from None
 
 
 def _absolute(url: str) -> str:
@@ -212,25 +235,27 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     names = [s.key for s in sources]
     if len(set(names)) != len(names):
         raise SettingsError(f"source names must be unique: {names}")
+    d = Settings()  # the defaults
     return Settings(
-        lake_url=_absolute(env.get("RTDS_LAKE_URL", "data/lake")),
-        warehouse_path=os.path.abspath(env.get("RTDS_WAREHOUSE", "data/warehouse.duckdb")),
+        lake_url=_absolute(env.get("RTDS_LAKE_URL", d.lake_url)),
+        warehouse_path=os.path.abspath(env.get("RTDS_WAREHOUSE", d.warehouse_path)),
         sources=tuple(sources),
-        window_seconds=float(env.get("RTDS_WINDOW_SECONDS", 40)),
-        window_max_events=int(env.get("RTDS_WINDOW_MAX_EVENTS", 2_000_000)),
-        window_max_bytes=int(env.get("RTDS_WINDOW_MAX_BYTES", 2 << 30)),
-        idle_timeout=float(env.get("RTDS_IDLE_TIMEOUT", 90)),
-        duckdb_memory_limit=env.get("RTDS_DUCKDB_MEMORY_LIMIT", "2GB"),
-        tick_seconds=int(env.get("RTDS_TICK_SECONDS", 15)),
-        marts_seconds=int(env.get("RTDS_MARTS_SECONDS", 60)),
-        first_day=env.get("RTDS_FIRST_DAY") or None,
-        max_line_bytes=int(env.get("RTDS_MAX_LINE_BYTES", 4 << 20)),
-        backoff_402_seconds=float(env.get("RTDS_BACKOFF_402_SECONDS", 30)),
-        store_retry_seconds=float(env.get("RTDS_STORE_RETRY_SECONDS", 60)),
-        compact_max_files=int(env.get("RTDS_COMPACT_MAX_FILES", 4)),
-        compact_settle_days=int(env.get("RTDS_COMPACT_SETTLE_DAYS", 1)),
-        superseded_retention_hours=float(env.get("RTDS_SUPERSEDED_RETENTION_HOURS", 6)),
-        orphan_grace_hours=float(env.get("RTDS_ORPHAN_GRACE_HOURS", 1)),
-        compact_min_age_hours=float(env.get("RTDS_COMPACT_MIN_AGE_HOURS", 1)),
-        housekeeping_cron=env.get("RTDS_HOUSEKEEPING_CRON", "7-59/15 * * * *"),
+        window_seconds=float(env.get("RTDS_WINDOW_SECONDS", d.window_seconds)),
+        window_max_events=int(env.get("RTDS_WINDOW_MAX_EVENTS", d.window_max_events)),
+        window_max_bytes=int(env.get("RTDS_WINDOW_MAX_BYTES", d.window_max_bytes)),
+        idle_timeout=float(env.get("RTDS_IDLE_TIMEOUT", d.idle_timeout)),
+        duckdb_memory_limit=env.get("RTDS_DUCKDB_MEMORY_LIMIT", d.duckdb_memory_limit),
+        tick_seconds=int(env.get("RTDS_TICK_SECONDS", d.tick_seconds)),
+        marts_seconds=int(env.get("RTDS_MARTS_SECONDS", d.marts_seconds)),
+        first_day=_day(env.get("RTDS_FIRST_DAY") or d.first_day, "RTDS_FIRST_DAY"),
+        max_line_bytes=int(env.get("RTDS_MAX_LINE_BYTES", d.max_line_bytes)),
+        backoff_402_seconds=float(env.get("RTDS_BACKOFF_402_SECONDS", d.backoff_402_seconds)),
+        store_retry_seconds=float(env.get("RTDS_STORE_RETRY_SECONDS", d.store_retry_seconds)),
+        compact_max_files=int(env.get("RTDS_COMPACT_MAX_FILES", d.compact_max_files)),
+        compact_settle_days=int(env.get("RTDS_COMPACT_SETTLE_DAYS", d.compact_settle_days)),
+        superseded_retention_hours=float(env.get("RTDS_SUPERSEDED_RETENTION_HOURS",
+                                                 d.superseded_retention_hours)),
+        orphan_grace_hours=float(env.get("RTDS_ORPHAN_GRACE_HOURS", d.orphan_grace_hours)),
+        compact_min_age_hours=float(env.get("RTDS_COMPACT_MIN_AGE_HOURS", d.compact_min_age_hours)),
+        housekeeping_cron=env.get("RTDS_HOUSEKEEPING_CRON", d.housekeeping_cron),
     )

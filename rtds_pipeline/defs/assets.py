@@ -10,7 +10,6 @@ tables in the lake.
   files, and checks the whole table against the whole landing zone.
 """
 
-import datetime as dt
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
@@ -32,10 +31,9 @@ def landing_key(source: SourceConfig) -> dg.AssetKey:
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    """Days by `occurred` (UTC). RTDS delivers events up to 90 days old, so the default range
-    starts 100 days back; end_offset=2 admits today and events a few minutes in the future."""
-    start = settings.first_day or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=100)).isoformat()
-    return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=2)
+    """Days by `occurred` (UTC) from `settings.first_day` (a fixed day, RTDS_FIRST_DAY);
+    end_offset=2 admits today and events a few minutes in the future."""
+    return dg.DailyPartitionsDefinition(start_date=settings.first_day, timezone="UTC", end_offset=2)
 
 
 def landing_spec(source: SourceConfig) -> dg.AssetSpec:

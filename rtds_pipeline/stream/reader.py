@@ -29,25 +29,32 @@ import pyarrow.compute as pc
 
 from rtds_pipeline.lake.batch import LANDING_SCHEMA, DeadLetter, ParsedBatch, parse_batch
 from rtds_pipeline.rtds.request import StreamRequest
+from rtds_pipeline.settings import (
+    BACKOFF_402_SECONDS,
+    IDLE_TIMEOUT,
+    MAX_LINE_BYTES,
+    START,
+    WINDOW_MAX_BYTES,
+    WINDOW_MAX_EVENTS,
+    WINDOW_SECONDS,
+)
 from rtds_pipeline.stream.connection import Endpoint, StreamConnection
 from rtds_pipeline.stream.errors import ConnectionLost, StreamError, TooManyConnections
 
 MIN_EVENT_BYTES = 64  # no RTDS event line is shorter (id, type, offset and two timestamps)
-MAX_LINE_BYTES = 4 << 20  # Airship events are a few KB; a longer line is dead-lettered
 DEAD_PREFIX_BYTES = 4096  # what a dead letter keeps of an overlong line
-TOO_MANY_CONNECTIONS_S = 30.0  # Airship's rule: after a 402, wait at least this long
 
 
 @dataclasses.dataclass(frozen=True)
 class WindowLimits:
-    max_seconds: float = 40.0
-    max_events: int = 2_000_000
-    max_bytes: int = 2 << 30
+    max_seconds: float = WINDOW_SECONDS
+    max_events: int = WINDOW_MAX_EVENTS
+    max_bytes: int = WINDOW_MAX_BYTES
     stop_when_caught_up: bool = True
-    idle_timeout: float = 90.0
+    idle_timeout: float = IDLE_TIMEOUT
     batch_bytes: int = 8 << 20
     max_line_bytes: int = MAX_LINE_BYTES
-    too_many_connections_s: float = TOO_MANY_CONNECTIONS_S  # tests lower it; keep ≥ 30 s
+    too_many_connections_s: float = BACKOFF_402_SECONDS  # tests lower it; keep ≥ 30 s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +63,7 @@ class Backoff:
 
     base_s: float = 0.5
     cap_s: float = 30.0
-    too_many_connections_s: float = TOO_MANY_CONNECTIONS_S
+    too_many_connections_s: float = BACKOFF_402_SECONDS
 
     def delay(self, attempt: int, error: StreamError) -> float:
         d = min(self.cap_s, self.base_s * 2 ** attempt) * random.uniform(0.5, 1.0)
@@ -94,7 +101,7 @@ class WindowReader:
         self.window_seq = window_seq
         self.progress = progress  # called about once a second with (stats, seconds elapsed)
 
-    def read(self, resume_offset: str | None, start: str = "EARLIEST") -> WindowStats:
+    def read(self, resume_offset: str | None, start: str = START) -> WindowStats:
         with _Pipeline(functools.partial(parse_batch, window_seq=self.window_seq)) as pipeline:
             return self._read(pipeline, resume_offset, start)
 
