@@ -19,13 +19,13 @@ from rtds_pipeline.rtds.events import OFFSET_UPDATE, is_offset
 from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
 from rtds_pipeline.settings import Settings, SourceConfig
 from rtds_pipeline.stream.connection import StreamConnection
-from rtds_pipeline.stream.errors import StreamError
+from rtds_pipeline.stream.errors import RtdsStreamError
 from rtds_pipeline.stream.reader import WindowLimits, WindowReader, WindowStats
 
 HEAD_PROBE_S = 10.0  # how long an idle window waits for the server's OFFSET_UPDATE
 
 
-class StreamHeadBehind(StreamError):
+class StreamHeadBehind(RtdsStreamError):
     """The stream's newest offset is older than the lake's committed resume offset: the server
     lost data or is not the stream the lake was read from. Never silently "caught up"."""
 
@@ -209,7 +209,7 @@ def stream_head(source: SourceConfig, resume_offset: str, timeout_s: float) -> s
                 return resume_offset  # a real event after the resume point: not behind
             if time.monotonic() > deadline:
                 return None
-    except StreamError:
+    except RtdsStreamError:
         return None
     finally:
         conn.close()

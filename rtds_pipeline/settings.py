@@ -17,16 +17,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rtds_pipeline.rtds.events import BASE_URLS, IDLE_RECONNECT_SECONDS
+from rtds_pipeline.rtds.loopback import (
+    TEST_ACCESS_TOKEN,
+    TEST_APP_KEY,
+    TEST_MASTER_SECRET,
+    TEST_SERVER_URL,
+)
 from rtds_pipeline.rtds.request import RequestError, StreamRequest
 from rtds_pipeline.stream.connection import Endpoint
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8717"
-DEFAULT_APP_KEY = "test-app-key"
-# The built-in test server's public credentials; used only when nothing is configured.
-TEST_SERVER_TOKEN = "test-access-token"
-TEST_SERVER_MASTER_SECRET = "test-master-secret"
-
-# The defaults, each written here once; the reader, the resources and the CLI import them.
+# The defaults, each written here once; the reader and the resources import them. With nothing
+# configured, a source reads the built-in test server's public app (rtds/loopback.py).
 TOKEN_ENV = "RTDS_ACCESS_TOKEN"  # the environment variables that hold a source's secrets
 SECRET_ENV = "RTDS_MASTER_SECRET"
 START = "EARLIEST"  # where a source with no commit begins
@@ -51,8 +52,8 @@ class SettingsError(ValueError):
 class SourceConfig:
     name: str
     kind: str = "events"  # or "compliance" (/api/events/general), or "webhook" (Airship POSTs)
-    base_url: str = DEFAULT_BASE_URL
-    app_key: str = DEFAULT_APP_KEY
+    base_url: str = TEST_SERVER_URL
+    app_key: str = TEST_APP_KEY
     token_env: str = TOKEN_ENV
     secret_env: str = SECRET_ENV
     start: str = START
@@ -89,11 +90,11 @@ class SourceConfig:
         is_test_server = host in ("127.0.0.1", "localhost", "::1")
         if self.compliance:
             secret = os.environ.get(self.secret_env) or (
-                TEST_SERVER_MASTER_SECRET if is_test_server else None)
+                TEST_MASTER_SECRET if is_test_server else None)
             if not secret:
                 raise SettingsError(f"source {self.name!r}: set the master secret in ${self.secret_env}")
             return Endpoint(self.base_url, self.app_key, master_secret=secret, compliance=True)
-        token = os.environ.get(self.token_env) or (TEST_SERVER_TOKEN if is_test_server else None)
+        token = os.environ.get(self.token_env) or (TEST_ACCESS_TOKEN if is_test_server else None)
         if not token:
             raise SettingsError(f"source {self.name!r}: set the RTDS access token in ${self.token_env}")
         return Endpoint(self.base_url, self.app_key, access_token=token)
@@ -157,7 +158,7 @@ def _base_url(raw: dict[str, Any], where: str) -> str:
         if region not in BASE_URLS:
             raise SettingsError(f"{where}: region must be one of {', '.join(BASE_URLS)}")
         return BASE_URLS[region]
-    return DEFAULT_BASE_URL
+    return TEST_SERVER_URL
 
 
 def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
@@ -169,7 +170,7 @@ def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
         raise SettingsError(f"{where}: every source needs a name")
     base = SourceConfig(
         name=raw["name"], kind=raw.get("kind", "events"), base_url=_base_url(raw, where),
-        app_key=raw.get("app_key", DEFAULT_APP_KEY),
+        app_key=raw.get("app_key", TEST_APP_KEY),
         token_env=raw.get("token_env", TOKEN_ENV), secret_env=raw.get("secret_env", SECRET_ENV),
         start=raw.get("start", START), filters=tuple(raw.get("filters", ())),
         subset=raw.get("subset"))
@@ -220,7 +221,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     else:
         raw = {"name": env.get("RTDS_SOURCE_NAME", "events"),
                "base_url": env.get("RTDS_BASE_URL"), "region": env.get("RTDS_REGION"),
-               "app_key": env.get("RTDS_APP_KEY", DEFAULT_APP_KEY)}
+               "app_key": env.get("RTDS_APP_KEY", TEST_APP_KEY)}
         if env.get("RTDS_PARTITIONS"):
             raw["partitions"] = int(env["RTDS_PARTITIONS"])
         main = _source({k: v for k, v in raw.items() if v is not None}, "RTDS_* settings")

@@ -27,11 +27,11 @@ from rtds_pipeline.stream.errors import (
     InvalidResponse,
     NoDataYet,
     NotEntitled,
+    RedirectLoop,
+    RtdsStreamError,
     ServerError,
-    StreamError,
     TlsFailure,
     TooManyConnections,
-    TooManyRedirects,
     Unauthorized,
 )
 
@@ -120,7 +120,7 @@ class StreamConnection:
                 if tls is not None:
                     raise TlsFailure(url, tls) from exc
                 raise ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}") from exc
-        raise TooManyRedirects(self.max_redirects + 1, url)
+        raise RedirectLoop(self.max_redirects + 1, url)
 
     def _pin(self, resp: httpx.Response) -> None:
         set_cookie = resp.headers.get("set-cookie")
@@ -152,7 +152,7 @@ def _read_reason(resp: httpx.Response) -> str:
     return text or resp.reason_phrase
 
 
-def classify(status: int, reason: str, app_key: str, resume_offset: str | None = None) -> StreamError:
+def classify(status: int, reason: str, app_key: str, resume_offset: str | None = None) -> RtdsStreamError:
     if status in (400, 406, 411, 413):
         return BadRequest(reason, status, resume_offset if status == 400 else None)
     if status == 401:

@@ -11,7 +11,7 @@ Arrow's JSON reader, the Parquet writer), so they share the cores.
 
 Whatever a server sends, memory stays bounded: a line longer than `max_line_bytes` is dropped as
 it arrives and dead-lettered (prefix + length). A 402 is waited out (≥ 30 s), across windows
-when it outlasts one; errors that retrying cannot fix end the window (`StreamError.retryable`).
+when it outlasts one; errors that retrying cannot fix end the window (`RtdsStreamError.retryable`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from rtds_pipeline.settings import (
     WINDOW_SECONDS,
 )
 from rtds_pipeline.stream.connection import Endpoint, StreamConnection
-from rtds_pipeline.stream.errors import ConnectionLost, StreamError, TooManyConnections
+from rtds_pipeline.stream.errors import ConnectionLost, RtdsStreamError, TooManyConnections
 
 MIN_EVENT_BYTES = 64  # no RTDS event line is shorter (id, type, offset and two timestamps)
 DEAD_PREFIX_BYTES = 4096  # what a dead letter keeps of an overlong line
@@ -65,7 +65,7 @@ class Backoff:
     cap_s: float = 30.0
     too_many_connections_s: float = BACKOFF_402_SECONDS
 
-    def delay(self, attempt: int, error: StreamError) -> float:
+    def delay(self, attempt: int, error: RtdsStreamError) -> float:
         d = min(self.cap_s, self.base_s * 2 ** attempt) * random.uniform(0.5, 1.0)
         if isinstance(error, TooManyConnections):
             d = max(d, self.too_many_connections_s)
@@ -87,7 +87,7 @@ class WindowStats:
     max_processed_ms: int | None = None
     stop_reason: str = ""
     errors: list[str] = dataclasses.field(default_factory=list)
-    fatal: StreamError | None = None
+    fatal: RtdsStreamError | None = None
 
 
 class WindowReader:
@@ -223,7 +223,7 @@ class WindowReader:
                     if time.monotonic() >= deadline:
                         return stop("max seconds")
                 raise ConnectionLost("server closed the stream")
-            except StreamError as exc:
+            except RtdsStreamError as exc:
                 # What arrived complete is kept; a cut line (overlong or not) is re-read after
                 # reconnecting, from the last offset.
                 settle()
