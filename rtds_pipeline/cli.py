@@ -221,6 +221,7 @@ def _lake_reset_offset(args: argparse.Namespace) -> int:
     where = f"after offset {to}" if commit.resume_offset else f"at {to}"
     print(f"{source.key}: commit {commit.window_seq} moves the position from "
           f"{commit.previous_offset or 'the start setting'} to {where}; the next window reads from there")
+    return 0
 
 
 def _lake_sources(args: argparse.Namespace):

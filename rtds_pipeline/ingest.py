@@ -6,6 +6,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -50,7 +51,7 @@ class WindowOutcome:
     lag_s: float | None = None
 
 
-def limits_from(settings: Settings, **override: object) -> WindowLimits:
+def limits_from(settings: Settings, **override: Any) -> WindowLimits:
     base = WindowLimits(max_seconds=settings.window_seconds, max_events=settings.window_max_events,
                         max_bytes=settings.window_max_bytes, idle_timeout=settings.idle_timeout,
                         max_line_bytes=settings.max_line_bytes,
@@ -176,6 +177,7 @@ def reset_start(last: Commit | None) -> str | None:
     if last is not None and last.resume_offset is None and last.stop_reason.startswith(RESET_REASON):
         start = last.stop_reason[len(RESET_REASON):].split(":", 1)[0]
         return start if start in ("EARLIEST", "LATEST") else None
+    return None
 
 
 def offset_before(a: str, b: str) -> bool:

@@ -120,27 +120,28 @@ def _sorted_rows(con: duckdb.DuckDBPyConnection, urls: list[str]) -> Iterator[pa
 def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, source: str, day: str,
            group: list[LandedFile]) -> LandedFile:
     rel = f"{landing_dir(source, day)}/compacted-{uuid.uuid4().hex[:16]}.parquet"
-    stats = {"rows": 0, "lo": None, "hi": None}
+    rows = {"read": 0}
+    span: dict[str, dt.datetime] = {}  # "lo" and "hi" of `occurred`, once a row has one
 
     def counted() -> Iterator[pa.RecordBatch]:
         for batch in _sorted_rows(con, [lake.url_of(f.path) for f in group]):
-            stats["rows"] += batch.num_rows
+            rows["read"] += batch.num_rows
             bounds = pc.min_max(batch.column("occurred"))
             lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
             if lo is not None:
-                stats["lo"] = lo if stats["lo"] is None else min(stats["lo"], lo)
-                stats["hi"] = hi if stats["hi"] is None else max(stats["hi"], hi)
+                span["lo"] = min(span.get("lo", lo), lo)
+                span["hi"] = max(span.get("hi", hi), hi)
             yield batch
 
     size = write_parquet_batches(lake, rel, counted())
     expected = sum(f.rows for f in group)
-    if stats["rows"] != expected:
+    if rows["read"] != expected:
         lake.fs.rm(lake.path(rel))
-        raise RuntimeError(f"compaction of {source} {day} read {stats['rows']} rows from files "
+        raise RuntimeError(f"compaction of {source} {day} read {rows['read']} rows from files "
                            f"that list {expected}: left the day as it was")
-    return LandedFile(rel, stats["rows"], size, day,
-                      stats["lo"].isoformat() if stats["lo"] else None,
-                      stats["hi"].isoformat() if stats["hi"] else None)
+    return LandedFile(rel, rows["read"], size, day,
+                      span["lo"].isoformat() if span else None,
+                      span["hi"].isoformat() if span else None)
 
 
 def _commit(log: CommitLog, files: list[LandedFile], replaces: list[str]) -> Commit | None:

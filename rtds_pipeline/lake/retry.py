@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import backoff
@@ -70,7 +70,7 @@ class StoreRetry:
         def giveup(exc: BaseException) -> bool:
             return not is_transient(exc)
 
-        def on_backoff(details: dict) -> None:
+        def on_backoff(details: Mapping[str, object]) -> None:  # backoff adds "exception"
             log.warning("object store: %s failed (%s), retrying in %.1f s", what,
                         type(details["exception"]).__name__, details["wait"])
 

@@ -13,6 +13,7 @@ import re
 import ssl
 import zlib
 from collections.abc import Iterator
+from typing import cast
 from urllib.parse import urljoin
 
 import httpx
@@ -34,6 +35,9 @@ from rtds_pipeline.stream.errors import (
     TooManyConnections,
     Unauthorized,
 )
+
+# isal's stub declares its error an instance of Exception; it is the exception class.
+ISAL_ERROR = cast("type[Exception]", isal_zlib.error)
 
 USER_AGENT = "rtds_pipeline/0.1 (+httpx)"
 _NOT_ENTITLED = re.compile(r"not entitled\s+([A-Z_,\s]+)")
@@ -113,7 +117,7 @@ class StreamConnection:
             except httpx.TimeoutException as exc:
                 raise ConnectionLost(f"no data for {self._client.timeout.read:g} s "
                                      f"({type(exc).__name__}); reconnecting") from exc
-            except (zlib.error, isal_zlib.error) as exc:
+            except (zlib.error, ISAL_ERROR) as exc:
                 raise InvalidResponse(url, 200, f"a body that is not valid gzip ({exc})") from exc
             except httpx.TransportError as exc:
                 tls = _tls_cause(exc)

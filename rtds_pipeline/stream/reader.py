@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -92,7 +93,7 @@ class WindowStats:
 
 # What the reader hands to the pipeline, in stream order: complete lines to parse, or a batch
 # made without parsing (an overlong line's dead letter).
-Handover = pa.Buffer | ParsedBatch
+Handover: TypeAlias = pa.Buffer | ParsedBatch
 
 
 class WindowState:

@@ -331,7 +331,8 @@ class TestServer:
                 self.node_epoch += 1
                 return http.json_response(200, {"node": f"node-{self.node_epoch}"})
             if path == "/admin/ground-truth" and req.method == "GET":
-                app = (req.query.get("app") or [None])[0]
+                apps = req.query.get("app")
+                app = apps[0] if apps else None
                 body = b"".join(orjson.dumps(r) + b"\n" for r in self._ground_truth(app))
                 return http.simple_response(200, body, "application/x-ndjson")
             if path == "/admin/webhook" and req.method == "GET":
@@ -525,7 +526,7 @@ class _Stream:
 
     async def _write_lines(self) -> bool:
         """Serve events one by one (filters, subsets, faults). True when the stream has ended."""
-        log, out = self.log, []
+        log, out = self.log, list[bytes]()
         end = min(log.next_seq, self.seq + SLOW_BATCH_EVENTS)
         if self.fast:
             end = min(end, (self.seq // SEGMENT_EVENTS + 1) * SEGMENT_EVENTS)
@@ -548,7 +549,7 @@ class _Stream:
                 continue
             if self.fault is not None and self.served >= self.fault.after:
                 self._emit(out)
-                return await self._fire_fault(line)
+                return await self._fire_fault(self.fault, line)
             out.append(line)
             self.served += 1
         self._emit(out)
@@ -580,8 +581,8 @@ class _Stream:
                 return
         self._write_raw(b"\n")
 
-    async def _fire_fault(self, next_line: bytes) -> bool:
-        kind, w = self.fault.kind, self.writer
+    async def _fire_fault(self, fault: Fault, next_line: bytes) -> bool:
+        kind, w = fault.kind, self.writer
         if kind == "eof":
             self._finish()
             return True
@@ -601,7 +602,7 @@ class _Stream:
             return False
         if kind == "stall":
             await w.drain()
-            await asyncio.sleep(self.fault.seconds)
+            await asyncio.sleep(fault.seconds)
             self.fault = None
             self.seq -= 1
             return False
