@@ -202,9 +202,10 @@ def _lake_reset_offset(args: argparse.Namespace) -> int:
     from rtds_pipeline.lake.commits import CommitLog
     from rtds_pipeline.lake.retry import ObjectStoreUnavailable, StoreRetry
     from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.rtds.request import STARTS
     from rtds_pipeline.settings import SettingsError, load_settings
 
-    to = args.to.upper() if args.to.upper() in ("EARLIEST", "LATEST") else args.to
+    to = args.to.upper() if args.to.upper() in STARTS else args.to
     try:
         settings = load_settings()
         source = settings.source(args.source)

@@ -17,6 +17,7 @@ from rtds_pipeline.lake.retry import StoreRetry
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.lake.writer import LandingWriter
 from rtds_pipeline.rtds.events import OFFSET_UPDATE, is_offset
+from rtds_pipeline.rtds.request import STARTS
 from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
 from rtds_pipeline.settings import Settings, SourceConfig
 from rtds_pipeline.stream.connection import StreamConnection
@@ -160,7 +161,7 @@ def reset_commit(log: CommitLog, to: str) -> Commit:
     RTDS's form), or to the start of the stream (EARLIEST) or its end (LATEST). Commits only
     ever add to the log, so the move is recorded and can be undone by another reset."""
     last = log.latest()
-    start = to if to in ("EARLIEST", "LATEST") else None
+    start = to if to in STARTS else None
     if start is None and not is_offset(to):
         raise ValueError(f"--to must be EARLIEST, LATEST or an offset of RTDS's form "
                          f"(1 to 19 digits), got {to!r}")
@@ -176,7 +177,7 @@ def reset_start(last: Commit | None) -> str | None:
     """EARLIEST or LATEST when the last commit is a reset to the start or end of the stream."""
     if last is not None and last.resume_offset is None and last.stop_reason.startswith(RESET_REASON):
         start = last.stop_reason[len(RESET_REASON):].split(":", 1)[0]
-        return start if start in ("EARLIEST", "LATEST") else None
+        return start if start in STARTS else None
     return None
 
 

@@ -23,7 +23,7 @@ from rtds_pipeline.rtds.loopback import (
     TEST_MASTER_SECRET,
     TEST_SERVER_URL,
 )
-from rtds_pipeline.rtds.request import RequestError, StreamRequest
+from rtds_pipeline.rtds.request import STARTS, RequestError, StreamRequest
 from rtds_pipeline.stream.connection import Endpoint
 
 # The defaults, each written here once; the reader and the resources import them. With nothing
@@ -183,7 +183,7 @@ def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
             raise SettingsError(f"{where}: a webhook source has no stream to read; remove "
                                 f"{', '.join(stream_keys)} (Airship's dashboard chooses the types)")
         return [base]
-    if base.start not in ("EARLIEST", "LATEST"):
+    if base.start not in STARTS:
         raise SettingsError(f"{where}: start must be EARLIEST or LATEST")
     # `partitions = N` is shorthand for N readers, one per PARTITION subset.
     n = raw.get("partitions")
