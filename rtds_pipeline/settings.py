@@ -38,6 +38,15 @@ IDLE_TIMEOUT = IDLE_RECONNECT_SECONDS  # Airship's rule: 90 s of silence means r
 MAX_LINE_BYTES = 4 << 20  # Airship events are a few KB; a longer line is dead-lettered
 BACKOFF_402_SECONDS = 30.0  # Airship's rule: after a 402, wait at least this long
 DUCKDB_MEMORY_LIMIT = "2GB"  # of the warehouse writer
+STORE_RETRY_SECONDS = 60.0  # how long object-store failures are retried (lake/retry.py)
+# The lake's lifecycle (lake/compaction.py, lake/live.py).
+COMPACT_MAX_FILES = 4  # per source and settled day
+COMPACT_SETTLE_DAYS = 1  # a day is settled once it is at least this many days before today (UTC)
+# Files committed less than this long ago wait for the next compaction: the warehouse loads a
+# window from the files its record lists, so they must outlive the time it takes to load them.
+COMPACT_MIN_AGE_HOURS = 1.0
+SUPERSEDED_RETENTION_HOURS = 6.0  # longer than any warehouse run that listed them
+ORPHAN_GRACE_HOURS = 1.0  # longer than any window: younger unlisted files may still be committed
 # The first daily partition, fixed so that the partitions do not move from one day to the next.
 # RTDS delivers events up to 90 days old: a pipeline first run after 2026-04-01 receives none
 # before it. RTDS_FIRST_DAY moves it (e.g. later, for fewer partitions in the UI).
@@ -122,14 +131,12 @@ class Settings:
     first_day: str = FIRST_DAY  # first daily partition (YYYY-MM-DD, UTC)
     max_line_bytes: int = MAX_LINE_BYTES  # a longer stream line is dead-lettered (prefix + length)
     backoff_402_seconds: float = BACKOFF_402_SECONDS
-    store_retry_seconds: float = 60.0  # how long object-store failures are retried
-    # Lake lifecycle (rtds_pipeline/lake/compaction.py): files per settled day, days to settle,
-    # hours superseded files are kept, grace before unlisted files count as orphans.
-    compact_max_files: int = 4
-    compact_settle_days: int = 1
-    superseded_retention_hours: float = 6.0
-    orphan_grace_hours: float = 1.0
-    compact_min_age_hours: float = 1.0  # files younger than this wait for the next compaction
+    store_retry_seconds: float = STORE_RETRY_SECONDS
+    compact_max_files: int = COMPACT_MAX_FILES
+    compact_settle_days: int = COMPACT_SETTLE_DAYS
+    superseded_retention_hours: float = SUPERSEDED_RETENTION_HOURS
+    orphan_grace_hours: float = ORPHAN_GRACE_HOURS
+    compact_min_age_hours: float = COMPACT_MIN_AGE_HOURS
     housekeeping_cron: str = "7-59/15 * * * *"
 
     def lake_housekeeping(self) -> dict[str, Any]:

@@ -39,15 +39,12 @@ from rtds_pipeline.lake.live import (
 )
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.lake.writer import landing_dir, write_parquet_batches
+from rtds_pipeline.settings import COMPACT_MAX_FILES, COMPACT_MIN_AGE_HOURS, COMPACT_SETTLE_DAYS
 
-MAX_FILES = 4  # per source and settled day
 TARGET_BYTES = 1 << 30  # largest compacted file
-SETTLE_DAYS = 1  # a day is settled once it is at least this many days before today (UTC)
 BATCH_ROWS = 128 * 1024
 COMMIT_ATTEMPTS = 20
-# Files committed less than this long ago wait for the next run: the warehouse loads a window
-# from the files its record lists, so they must outlive the time it takes to load them.
-MIN_FILE_AGE_S = 3600.0
+MIN_FILE_AGE_S = COMPACT_MIN_AGE_HOURS * 3600
 
 
 @dataclasses.dataclass
@@ -73,14 +70,14 @@ class Housekeeping:
     max_files_per_settled_day: int
 
 
-def settled(day: str, today: dt.date, settle_days: int = SETTLE_DAYS) -> bool:
+def settled(day: str, today: dt.date, settle_days: int = COMPACT_SETTLE_DAYS) -> bool:
     try:
         return dt.date.fromisoformat(day) <= today - dt.timedelta(days=settle_days)
     except ValueError:
         return True  # the "unknown" day (no readable timestamp) never gets newer
 
 
-def plan_day(files: list[LandedFile], max_files: int = MAX_FILES,
+def plan_day(files: list[LandedFile], max_files: int = COMPACT_MAX_FILES,
              target_bytes: int = TARGET_BYTES) -> list[list[LandedFile]]:
     """Groups of files to merge (one output file each); empty if the day is fine as it is.
     Small files first; big ones join only if the small ones cannot bring the day to `max_files`."""
@@ -169,8 +166,8 @@ def _commit(log: CommitLog, files: list[LandedFile], replaces: list[str]) -> Com
 
 
 def compact_source(lake: Lake, source: str, *, today: dt.date | None = None,
-                   max_files: int = MAX_FILES, target_bytes: int = TARGET_BYTES,
-                   settle_days: int = SETTLE_DAYS, memory_limit: str = "1GB",
+                   max_files: int = COMPACT_MAX_FILES, target_bytes: int = TARGET_BYTES,
+                   settle_days: int = COMPACT_SETTLE_DAYS, memory_limit: str = "1GB",
                    min_file_age_s: float = MIN_FILE_AGE_S,
                    state: LakeState | None = None) -> list[DayCompaction]:
     """Compact every settled day of `source` that holds more than `max_files` files (counting
@@ -223,8 +220,8 @@ def _remove(lake: Lake, files: list[LandedFile]) -> None:
 
 
 def housekeep(lake: Lake, source: str, *, today: dt.date | None = None,
-              max_files: int = MAX_FILES, target_bytes: int = TARGET_BYTES,
-              settle_days: int = SETTLE_DAYS, superseded_retention_s: float = SUPERSEDED_RETENTION_S,
+              max_files: int = COMPACT_MAX_FILES, target_bytes: int = TARGET_BYTES,
+              settle_days: int = COMPACT_SETTLE_DAYS, superseded_retention_s: float = SUPERSEDED_RETENTION_S,
               orphan_grace_s: float = ORPHAN_GRACE_S, memory_limit: str = "1GB",
               min_file_age_s: float = MIN_FILE_AGE_S) -> Housekeeping:
     """Everything the lake needs now and then, for one source: compact settled days, delete
