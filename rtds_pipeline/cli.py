@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rtds_pipeline.testserver.config import (
-    DEFAULT_ACCESS_TOKEN,
-    DEFAULT_APP_KEY,
-    DEFAULT_MASTER_SECRET,
-    ConfigError,
-    load_config,
+from rtds_pipeline.rtds.loopback import (
+    TEST_ACCESS_TOKEN,
+    TEST_APP_KEY,
+    TEST_MASTER_SECRET,
+    TEST_SERVER_PORT,
 )
 
 if TYPE_CHECKING:
@@ -24,7 +23,9 @@ if TYPE_CHECKING:
 
 
 def _testserver(args: argparse.Namespace) -> int:
+    # The test server is imported only here: the product's other commands never load it.
     from rtds_pipeline.testserver.app import ServerOptions, TestServer
+    from rtds_pipeline.testserver.config import ConfigError, load_config
     from rtds_pipeline.testserver.log import Quirks
 
     try:
@@ -49,7 +50,7 @@ def _testserver(args: argparse.Namespace) -> int:
         print(f"building a backlog of {args.backlog:,} events (seed {args.seed}) …", flush=True)
     server.build_backlog()
     app = config.default_app
-    token = next(iter(app.tokens), DEFAULT_ACCESS_TOKEN)
+    token = next(iter(app.tokens), TEST_ACCESS_TOKEN)
     print(f"RTDS test server on http://{args.host}:{args.port}\n"
           f"  events:     POST /api/events          Authorization: Bearer {token}   "
           f"X-UA-Appkey: {app.app_key}\n"
@@ -72,7 +73,7 @@ def _ingest(args: argparse.Namespace) -> int:
     settings); never a traceback (RTDS_DEBUG=1 adds it)."""
     from rtds_pipeline.lake.retry import ObjectStoreUnavailable
     from rtds_pipeline.settings import SettingsError
-    from rtds_pipeline.stream.errors import StreamError
+    from rtds_pipeline.stream.errors import RtdsStreamError
 
     try:
         return _ingest_windows(args)
@@ -81,7 +82,7 @@ def _ingest(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (StreamError, ObjectStoreUnavailable, FileExistsError) as exc:
+    except (RtdsStreamError, ObjectStoreUnavailable, FileExistsError) as exc:
         # FileExistsError: another writer committed this window first (one writer per source).
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -201,9 +202,10 @@ def _lake_reset_offset(args: argparse.Namespace) -> int:
     from rtds_pipeline.lake.commits import CommitLog
     from rtds_pipeline.lake.retry import ObjectStoreUnavailable, StoreRetry
     from rtds_pipeline.lake.storage import open_lake
+    from rtds_pipeline.rtds.request import STARTS
     from rtds_pipeline.settings import SettingsError, load_settings
 
-    to = args.to.upper() if args.to.upper() in ("EARLIEST", "LATEST") else args.to
+    to = args.to.upper() if args.to.upper() in STARTS else args.to
     try:
         settings = load_settings()
         source = settings.source(args.source)
@@ -220,6 +222,7 @@ def _lake_reset_offset(args: argparse.Namespace) -> int:
     where = f"after offset {to}" if commit.resume_offset else f"at {to}"
     print(f"{source.key}: commit {commit.window_seq} moves the position from "
           f"{commit.previous_offset or 'the start setting'} to {where}; the next window reads from there")
+    return 0
 
 
 def _lake_sources(args: argparse.Namespace):
@@ -377,14 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ts = sub.add_parser("testserver", help="run the built-in RTDS-compatible test server")
     ts.add_argument("--host", default="127.0.0.1")
-    ts.add_argument("--port", type=int, default=8717)
+    ts.add_argument("--port", type=int, default=TEST_SERVER_PORT)
     ts.add_argument("--seed", type=int, default=0, help="generator seed (same seed, same data)")
     ts.add_argument("--rate", type=float, default=0.0, help="live events per second")
     ts.add_argument("--backlog", type=int, default=0,
                     help="events retained before the server starts, served from EARLIEST")
     ts.add_argument("--config", type=Path, help=f"apps/tokens/behaviour (JSON or TOML); default: "
-                    f"app {DEFAULT_APP_KEY}, token {DEFAULT_ACCESS_TOKEN}, "
-                    f"master secret {DEFAULT_MASTER_SECRET}")
+                    f"app {TEST_APP_KEY}, token {TEST_ACCESS_TOKEN}, "
+                    f"master secret {TEST_MASTER_SECRET}")
     ts.add_argument("--retention-events", type=int,
                     help="events kept per app (default: RTDS's 7 days); memory ~150 B per event")
     ts.add_argument("--state-dir", type=Path,

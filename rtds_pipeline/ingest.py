@@ -6,6 +6,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -16,16 +17,17 @@ from rtds_pipeline.lake.retry import StoreRetry
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.lake.writer import LandingWriter
 from rtds_pipeline.rtds.events import OFFSET_UPDATE, is_offset
+from rtds_pipeline.rtds.request import STARTS
 from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
 from rtds_pipeline.settings import Settings, SourceConfig
 from rtds_pipeline.stream.connection import StreamConnection
-from rtds_pipeline.stream.errors import StreamError
+from rtds_pipeline.stream.errors import RtdsStreamError
 from rtds_pipeline.stream.reader import WindowLimits, WindowReader, WindowStats
 
 HEAD_PROBE_S = 10.0  # how long an idle window waits for the server's OFFSET_UPDATE
 
 
-class StreamHeadBehind(StreamError):
+class StreamHeadBehind(RtdsStreamError):
     """The stream's newest offset is older than the lake's committed resume offset: the server
     lost data or is not the stream the lake was read from. Never silently "caught up"."""
 
@@ -50,7 +52,7 @@ class WindowOutcome:
     lag_s: float | None = None
 
 
-def limits_from(settings: Settings, **override: object) -> WindowLimits:
+def limits_from(settings: Settings, **override: Any) -> WindowLimits:
     base = WindowLimits(max_seconds=settings.window_seconds, max_events=settings.window_max_events,
                         max_bytes=settings.window_max_bytes, idle_timeout=settings.idle_timeout,
                         max_line_bytes=settings.max_line_bytes,
@@ -159,7 +161,7 @@ def reset_commit(log: CommitLog, to: str) -> Commit:
     RTDS's form), or to the start of the stream (EARLIEST) or its end (LATEST). Commits only
     ever add to the log, so the move is recorded and can be undone by another reset."""
     last = log.latest()
-    start = to if to in ("EARLIEST", "LATEST") else None
+    start = to if to in STARTS else None
     if start is None and not is_offset(to):
         raise ValueError(f"--to must be EARLIEST, LATEST or an offset of RTDS's form "
                          f"(1 to 19 digits), got {to!r}")
@@ -175,7 +177,8 @@ def reset_start(last: Commit | None) -> str | None:
     """EARLIEST or LATEST when the last commit is a reset to the start or end of the stream."""
     if last is not None and last.resume_offset is None and last.stop_reason.startswith(RESET_REASON):
         start = last.stop_reason[len(RESET_REASON):].split(":", 1)[0]
-        return start if start in ("EARLIEST", "LATEST") else None
+        return start if start in STARTS else None
+    return None
 
 
 def offset_before(a: str, b: str) -> bool:
@@ -209,7 +212,7 @@ def stream_head(source: SourceConfig, resume_offset: str, timeout_s: float) -> s
                 return resume_offset  # a real event after the resume point: not behind
             if time.monotonic() > deadline:
                 return None
-    except StreamError:
+    except RtdsStreamError:
         return None
     finally:
         conn.close()

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import httpx
 
+from rtds_pipeline.rtds.loopback import TEST_SERVER_PORT
 from rtds_pipeline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", "8717"))
+PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", TEST_SERVER_PORT))
 UI_PORT = int(os.environ.get("RTDS_UI_PORT", "3000"))
 RUNS_WAIT_S = 300.0  # a run of `make run` takes seconds; the first catch-up, a minute or two
 DUCKDB_CLI = Path(sys.executable).with_name("duckdb")  # the duckdb-cli package, in .venv/bin

@@ -9,21 +9,49 @@ or master secret (`token_env`, `secret_env`).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from rtds_pipeline.rtds.events import BASE_URLS
-from rtds_pipeline.rtds.request import RequestError, StreamRequest
+from rtds_pipeline.rtds.events import BASE_URLS, IDLE_RECONNECT_SECONDS
+from rtds_pipeline.rtds.loopback import (
+    TEST_ACCESS_TOKEN,
+    TEST_APP_KEY,
+    TEST_MASTER_SECRET,
+    TEST_SERVER_URL,
+)
+from rtds_pipeline.rtds.request import STARTS, RequestError, StreamRequest
 from rtds_pipeline.stream.connection import Endpoint
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8717"
-DEFAULT_APP_KEY = "test-app-key"
-# The built-in test server's public credentials; used only when nothing is configured.
-TEST_SERVER_TOKEN = "test-access-token"
-TEST_SERVER_MASTER_SECRET = "test-master-secret"
+# The defaults, each written here once; the reader and the resources import them. With nothing
+# configured, a source reads the built-in test server's public app (rtds/loopback.py).
+TOKEN_ENV = "RTDS_ACCESS_TOKEN"  # the environment variables that hold a source's secrets
+SECRET_ENV = "RTDS_MASTER_SECRET"
+START = "EARLIEST"  # where a source with no commit begins
+WINDOW_SECONDS = 40.0
+WINDOW_MAX_EVENTS = 2_000_000
+WINDOW_MAX_BYTES = 2 << 30
+IDLE_TIMEOUT = IDLE_RECONNECT_SECONDS  # Airship's rule: 90 s of silence means reconnect
+MAX_LINE_BYTES = 4 << 20  # Airship events are a few KB; a longer line is dead-lettered
+BACKOFF_402_SECONDS = 30.0  # Airship's rule: after a 402, wait at least this long
+DUCKDB_MEMORY_LIMIT = "2GB"  # of the warehouse writer
+STORE_RETRY_SECONDS = 60.0  # how long object-store failures are retried (lake/retry.py)
+# The lake's lifecycle (lake/compaction.py, lake/live.py).
+COMPACT_MAX_FILES = 4  # per source and settled day
+COMPACT_SETTLE_DAYS = 1  # a day is settled once it is at least this many days before today (UTC)
+# Files committed less than this long ago wait for the next compaction. 0: a window the warehouse
+# has not loaded yet is loaded from the files its record lists, which superseded files outlive
+# (SUPERSEDED_RETENTION_HOURS), and the loader reads a compaction only after those windows.
+COMPACT_MIN_AGE_HOURS = 0.0
+SUPERSEDED_RETENTION_HOURS = 6.0  # longer than any warehouse run that listed them
+ORPHAN_GRACE_HOURS = 1.0  # longer than any window: younger unlisted files may still be committed
+# The first daily partition, fixed so that the partitions do not move from one day to the next.
+# RTDS delivers events up to 90 days old: a pipeline first run after 2026-04-01 receives none
+# before it. RTDS_FIRST_DAY moves it (e.g. later, for fewer partitions in the UI).
+FIRST_DAY = "2026-01-01"
 
 
 class SettingsError(ValueError):
@@ -34,11 +62,11 @@ class SettingsError(ValueError):
 class SourceConfig:
     name: str
     kind: str = "events"  # or "compliance" (/api/events/general), or "webhook" (Airship POSTs)
-    base_url: str = DEFAULT_BASE_URL
-    app_key: str = DEFAULT_APP_KEY
-    token_env: str = "RTDS_ACCESS_TOKEN"
-    secret_env: str = "RTDS_MASTER_SECRET"
-    start: str = "EARLIEST"  # where a source with no commit begins
+    base_url: str = TEST_SERVER_URL
+    app_key: str = TEST_APP_KEY
+    token_env: str = TOKEN_ENV
+    secret_env: str = SECRET_ENV
+    start: str = START
     filters: tuple[dict[str, Any], ...] = ()
     subset: dict[str, Any] | None = None
 
@@ -72,11 +100,11 @@ class SourceConfig:
         is_test_server = host in ("127.0.0.1", "localhost", "::1")
         if self.compliance:
             secret = os.environ.get(self.secret_env) or (
-                TEST_SERVER_MASTER_SECRET if is_test_server else None)
+                TEST_MASTER_SECRET if is_test_server else None)
             if not secret:
                 raise SettingsError(f"source {self.name!r}: set the master secret in ${self.secret_env}")
             return Endpoint(self.base_url, self.app_key, master_secret=secret, compliance=True)
-        token = os.environ.get(self.token_env) or (TEST_SERVER_TOKEN if is_test_server else None)
+        token = os.environ.get(self.token_env) or (TEST_ACCESS_TOKEN if is_test_server else None)
         if not token:
             raise SettingsError(f"source {self.name!r}: set the RTDS access token in ${self.token_env}")
         return Endpoint(self.base_url, self.app_key, access_token=token)
@@ -94,24 +122,22 @@ class Settings:
     lake_url: str = "data/lake"
     warehouse_path: str = "data/warehouse.duckdb"
     sources: tuple[SourceConfig, ...] = ()
-    window_seconds: float = 40.0
-    window_max_events: int = 2_000_000
-    window_max_bytes: int = 2 << 30
-    idle_timeout: float = 90.0
-    duckdb_memory_limit: str = "2GB"  # of the warehouse writer
+    window_seconds: float = WINDOW_SECONDS
+    window_max_events: int = WINDOW_MAX_EVENTS
+    window_max_bytes: int = WINDOW_MAX_BYTES
+    idle_timeout: float = IDLE_TIMEOUT
+    duckdb_memory_limit: str = DUCKDB_MEMORY_LIMIT
     tick_seconds: int = 15  # minimum interval between two sensor ticks of a source
     marts_seconds: int = 60  # minimum interval between two marts refreshes
-    first_day: str | None = None  # first daily partition; default: 100 days ago (RTDS keeps ≤ 90)
-    max_line_bytes: int = 4 << 20  # a longer stream line is dead-lettered (prefix + length)
-    backoff_402_seconds: float = 30.0  # wait after HTTP 402; Airship asks for at least 30 s
-    store_retry_seconds: float = 60.0  # how long object-store failures are retried
-    # Lake lifecycle (rtds_pipeline/lake/compaction.py): files per settled day, days to settle,
-    # hours superseded files are kept, grace before unlisted files count as orphans.
-    compact_max_files: int = 4
-    compact_settle_days: int = 1
-    superseded_retention_hours: float = 6.0
-    orphan_grace_hours: float = 1.0
-    compact_min_age_hours: float = 0.0  # files younger than this wait for the next compaction
+    first_day: str = FIRST_DAY  # first daily partition (YYYY-MM-DD, UTC)
+    max_line_bytes: int = MAX_LINE_BYTES  # a longer stream line is dead-lettered (prefix + length)
+    backoff_402_seconds: float = BACKOFF_402_SECONDS
+    store_retry_seconds: float = STORE_RETRY_SECONDS
+    compact_max_files: int = COMPACT_MAX_FILES
+    compact_settle_days: int = COMPACT_SETTLE_DAYS
+    superseded_retention_hours: float = SUPERSEDED_RETENTION_HOURS
+    orphan_grace_hours: float = ORPHAN_GRACE_HOURS
+    compact_min_age_hours: float = COMPACT_MIN_AGE_HOURS
     housekeeping_cron: str = "7-59/15 * * * *"
     dagster_history_days: float = 7.0  # Dagster events older than this are pruned (defs/instance.py)
 
@@ -141,7 +167,7 @@ def _base_url(raw: dict[str, Any], where: str) -> str:
         if region not in BASE_URLS:
             raise SettingsError(f"{where}: region must be one of {', '.join(BASE_URLS)}")
         return BASE_URLS[region]
-    return DEFAULT_BASE_URL
+    return TEST_SERVER_URL
 
 
 def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
@@ -153,10 +179,9 @@ def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
         raise SettingsError(f"{where}: every source needs a name")
     base = SourceConfig(
         name=raw["name"], kind=raw.get("kind", "events"), base_url=_base_url(raw, where),
-        app_key=raw.get("app_key", DEFAULT_APP_KEY),
-        token_env=raw.get("token_env", "RTDS_ACCESS_TOKEN"),
-        secret_env=raw.get("secret_env", "RTDS_MASTER_SECRET"),
-        start=raw.get("start", "EARLIEST"), filters=tuple(raw.get("filters", ())),
+        app_key=raw.get("app_key", TEST_APP_KEY),
+        token_env=raw.get("token_env", TOKEN_ENV), secret_env=raw.get("secret_env", SECRET_ENV),
+        start=raw.get("start", START), filters=tuple(raw.get("filters", ())),
         subset=raw.get("subset"))
     if base.kind not in ("events", "compliance", "webhook"):
         raise SettingsError(f"{where}: kind must be 'events', 'compliance' or 'webhook'")
@@ -167,7 +192,7 @@ def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
             raise SettingsError(f"{where}: a webhook source has no stream to read; remove "
                                 f"{', '.join(stream_keys)} (Airship's dashboard chooses the types)")
         return [base]
-    if base.start not in ("EARLIEST", "LATEST"):
+    if base.start not in STARTS:
         raise SettingsError(f"{where}: start must be EARLIEST or LATEST")
     # `partitions = N` is shorthand for N readers, one per PARTITION subset.
     n = raw.get("partitions")
@@ -176,6 +201,13 @@ def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
     for s in out:
         s.request()
     return out
+
+
+def _day(value: str, name: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise SettingsError(f"{name}={value!r}: expected a day as YYYY-MM-DD, e.g. {FIRST_DAY}") from None
 
 
 def _absolute(url: str) -> str:
@@ -198,7 +230,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     else:
         raw = {"name": env.get("RTDS_SOURCE_NAME", "events"),
                "base_url": env.get("RTDS_BASE_URL"), "region": env.get("RTDS_REGION"),
-               "app_key": env.get("RTDS_APP_KEY", DEFAULT_APP_KEY)}
+               "app_key": env.get("RTDS_APP_KEY", TEST_APP_KEY)}
         if env.get("RTDS_PARTITIONS"):
             raw["partitions"] = int(env["RTDS_PARTITIONS"])
         main = _source({k: v for k, v in raw.items() if v is not None}, "RTDS_* settings")
@@ -213,26 +245,28 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     names = [s.key for s in sources]
     if len(set(names)) != len(names):
         raise SettingsError(f"source names must be unique: {names}")
+    d = Settings()  # the defaults
     return Settings(
-        lake_url=_absolute(env.get("RTDS_LAKE_URL", "data/lake")),
-        warehouse_path=os.path.abspath(env.get("RTDS_WAREHOUSE", "data/warehouse.duckdb")),
+        lake_url=_absolute(env.get("RTDS_LAKE_URL", d.lake_url)),
+        warehouse_path=os.path.abspath(env.get("RTDS_WAREHOUSE", d.warehouse_path)),
         sources=tuple(sources),
-        window_seconds=float(env.get("RTDS_WINDOW_SECONDS", 40)),
-        window_max_events=int(env.get("RTDS_WINDOW_MAX_EVENTS", 2_000_000)),
-        window_max_bytes=int(env.get("RTDS_WINDOW_MAX_BYTES", 2 << 30)),
-        idle_timeout=float(env.get("RTDS_IDLE_TIMEOUT", 90)),
-        duckdb_memory_limit=env.get("RTDS_DUCKDB_MEMORY_LIMIT", "2GB"),
-        tick_seconds=int(env.get("RTDS_TICK_SECONDS", 15)),
-        marts_seconds=int(env.get("RTDS_MARTS_SECONDS", 60)),
-        first_day=env.get("RTDS_FIRST_DAY") or None,
-        max_line_bytes=int(env.get("RTDS_MAX_LINE_BYTES", 4 << 20)),
-        backoff_402_seconds=float(env.get("RTDS_BACKOFF_402_SECONDS", 30)),
-        store_retry_seconds=float(env.get("RTDS_STORE_RETRY_SECONDS", 60)),
-        compact_max_files=int(env.get("RTDS_COMPACT_MAX_FILES", 4)),
-        compact_settle_days=int(env.get("RTDS_COMPACT_SETTLE_DAYS", 1)),
-        superseded_retention_hours=float(env.get("RTDS_SUPERSEDED_RETENTION_HOURS", 6)),
-        orphan_grace_hours=float(env.get("RTDS_ORPHAN_GRACE_HOURS", 1)),
-        compact_min_age_hours=float(env.get("RTDS_COMPACT_MIN_AGE_HOURS", 0)),
-        housekeeping_cron=env.get("RTDS_HOUSEKEEPING_CRON", "7-59/15 * * * *"),
-        dagster_history_days=float(env.get("RTDS_DAGSTER_HISTORY_DAYS", 7)),
+        window_seconds=float(env.get("RTDS_WINDOW_SECONDS", d.window_seconds)),
+        window_max_events=int(env.get("RTDS_WINDOW_MAX_EVENTS", d.window_max_events)),
+        window_max_bytes=int(env.get("RTDS_WINDOW_MAX_BYTES", d.window_max_bytes)),
+        idle_timeout=float(env.get("RTDS_IDLE_TIMEOUT", d.idle_timeout)),
+        duckdb_memory_limit=env.get("RTDS_DUCKDB_MEMORY_LIMIT", d.duckdb_memory_limit),
+        tick_seconds=int(env.get("RTDS_TICK_SECONDS", d.tick_seconds)),
+        marts_seconds=int(env.get("RTDS_MARTS_SECONDS", d.marts_seconds)),
+        first_day=_day(env.get("RTDS_FIRST_DAY") or d.first_day, "RTDS_FIRST_DAY"),
+        max_line_bytes=int(env.get("RTDS_MAX_LINE_BYTES", d.max_line_bytes)),
+        backoff_402_seconds=float(env.get("RTDS_BACKOFF_402_SECONDS", d.backoff_402_seconds)),
+        store_retry_seconds=float(env.get("RTDS_STORE_RETRY_SECONDS", d.store_retry_seconds)),
+        compact_max_files=int(env.get("RTDS_COMPACT_MAX_FILES", d.compact_max_files)),
+        compact_settle_days=int(env.get("RTDS_COMPACT_SETTLE_DAYS", d.compact_settle_days)),
+        superseded_retention_hours=float(env.get("RTDS_SUPERSEDED_RETENTION_HOURS",
+                                                 d.superseded_retention_hours)),
+        orphan_grace_hours=float(env.get("RTDS_ORPHAN_GRACE_HOURS", d.orphan_grace_hours)),
+        compact_min_age_hours=float(env.get("RTDS_COMPACT_MIN_AGE_HOURS", d.compact_min_age_hours)),
+        housekeeping_cron=env.get("RTDS_HOUSEKEEPING_CRON", d.housekeeping_cron),
+        dagster_history_days=float(env.get("RTDS_DAGSTER_HISTORY_DAYS", d.dagster_history_days)),
     )

@@ -23,7 +23,7 @@ from rtds_pipeline.lake.storage import open_lake
 from rtds_pipeline.rtds.events import is_offset
 from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
 from rtds_pipeline.settings import SourceConfig
-from rtds_pipeline.stream.errors import InvalidResponse, TlsFailure, TooManyRedirects
+from rtds_pipeline.stream.errors import InvalidResponse, RedirectLoop, TlsFailure
 from rtds_pipeline.stream.reader import WindowLimits
 from rtds_pipeline.testserver.hostile import Behaviour, HostileServer, self_signed_tls
 
@@ -223,7 +223,7 @@ def test_tls_verification_failure_fails_loudly(tmp_path):
 def test_an_endless_redirect_loop_fails_loudly(tmp_path):
     with HostileServer(Behaviour.redirect_loop()) as srv:
         lake = open_lake(str(tmp_path / "lake"))
-        with pytest.raises(TooManyRedirects) as info:
+        with pytest.raises(RedirectLoop) as info:
             ingest_window(_hostile_source(srv.url), lake, FAST)
         assert srv.requests == 11
     assert srv.url in str(info.value) and "307" in str(info.value)

@@ -26,7 +26,7 @@ from rtds_pipeline.stream.errors import (
     BadRequest,
     NoDataYet,
     NotEntitled,
-    TooManyRedirects,
+    RedirectLoop,
     Unauthorized,
 )
 from rtds_pipeline.stream.reader import WindowLimits
@@ -163,7 +163,7 @@ def test_307_pinning_is_followed(fresh_server, tmp_path):
 def test_endless_307_loop_is_capped_and_fails_loudly(fresh_server, tmp_path):
     srv = fresh_server(backlog=100, redirect="always")
     lake = open_lake(str(tmp_path / "lake"))
-    with pytest.raises(TooManyRedirects) as info:
+    with pytest.raises(RedirectLoop) as info:
         ingest_window(source_for(srv), lake, dataclasses.replace(FAST, max_seconds=2))
     assert "307" in str(info.value) and srv.url in str(info.value)
     assert CommitLog(lake, "events").latest() is None

@@ -13,7 +13,7 @@ from rtds_http import basic, headers, post, raw_lines, read
 
 from rtds_pipeline.testserver.config import Fault
 from rtds_pipeline.testserver.log import UNKNOWN_TYPE, StreamLog
-from rtds_pipeline.testserver.matching import version_matches
+from rtds_pipeline.testserver.matching import compile_filters, version_matches
 
 EARLIEST = {"start": "EARLIEST"}
 
@@ -200,6 +200,14 @@ def test_filter_objects_are_or_and_keys_are_and(server):
     either = _all(server, {"filters": [{"types": ["PUSH_BODY"]}, {"device_types": ["sms"]}]}, n=500)
     kinds = {("PB" if e["type"] == "PUSH_BODY" else e["device"]["device_type"]) for e in either}
     assert kinds == {"PB", "SMS"}
+
+
+def test_devices_and_users_in_one_filter_must_both_match():
+    admits = compile_filters(({"devices": [{"channel": "c1"}], "users": [{"contact_id": "k1"}]},))
+    both = {"device": {"channel": "c1"}, "user": {"contact_id": "k1"}}
+    assert admits("OPEN", both)
+    assert not admits("OPEN", {**both, "device": {"channel": "c2"}})
+    assert not admits("OPEN", {**both, "user": {"contact_id": "k2"}})
 
 
 def test_compliance_only_when_asked_by_type(server):

@@ -25,7 +25,7 @@ from rtds_pipeline.warehouse.marts import marts_for
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything for one configuration; loads without touching the network."""
     partitions = daily_partitions(settings)
-    assets: list[object] = [landing_spec(s) for s in settings.sources]
+    assets: list[dg.AssetSpec | dg.AssetsDefinition] = [landing_spec(s) for s in settings.sources]
     jobs, schedules, loads = [], [], {}
     for kind in TABLES:
         sources = [s for s in settings.sources if s.feeds == kind]

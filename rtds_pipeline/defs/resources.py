@@ -4,13 +4,14 @@ CLI uses). No secrets here: sources read their tokens from the environment when 
 import dagster as dg
 
 from rtds_pipeline.lake.storage import Lake, open_lake
+from rtds_pipeline.settings import DUCKDB_MEMORY_LIMIT
 from rtds_pipeline.warehouse.store import Warehouse
 
 
 class RtdsResource(dg.ConfigurableResource):
     lake_url: str
     warehouse_path: str
-    duckdb_memory_limit: str = "2GB"
+    duckdb_memory_limit: str = DUCKDB_MEMORY_LIMIT
 
     def lake(self) -> Lake:
         return open_lake(self.lake_url)

@@ -9,6 +9,7 @@ while one is still queued.
 
 import json
 import time
+from typing import Any
 
 import dagster as dg
 from dagster import SensorEvaluationContext
@@ -58,7 +59,7 @@ def stream_lag_check(source: SourceConfig) -> dg.AssetChecksDefinition:
     return _check
 
 
-def _landing_metadata(commit: Commit, lag_s: float | None, seconds: float) -> dict[str, object]:
+def _landing_metadata(commit: Commit, lag_s: float | None, seconds: float) -> dict[str, Any]:
     return {
         "events": commit.events, "bytes": commit.bytes_read, "files": len(commit.files),
         "window_seq": commit.window_seq,
@@ -108,8 +109,8 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, set
     events.append(stream_lag_evaluation(source, lag_s))
 
     requests = []
-    committed = latest is not None and latest.window_seq != mirrored
-    if committed and not _load_queued(context.instance, load_job):
+    if (latest is not None and latest.window_seq != mirrored
+            and not _load_queued(context.instance, load_job)):
         # The run key makes a re-evaluated tick harmless.
         requests.append(dg.RunRequest(run_key=f"{source.key}/w{latest.window_seq}",
                                       job_name=load_job))

@@ -127,7 +127,7 @@ class CommitLog:
 
     def since(self, seq: int) -> list[Commit]:
         """The records after `seq`, in order: probes seq+1, seq+2 … until one is absent."""
-        out = []
+        out: list[Commit] = []
         while (commit := self._try_read(seq + 1 + len(out))) is not None:
             out.append(commit)
         return out

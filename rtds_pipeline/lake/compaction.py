@@ -39,16 +39,12 @@ from rtds_pipeline.lake.live import (
 )
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.lake.writer import landing_dir, write_parquet_batches
+from rtds_pipeline.settings import COMPACT_MAX_FILES, COMPACT_MIN_AGE_HOURS, COMPACT_SETTLE_DAYS
 
-MAX_FILES = 4  # per source and settled day
 TARGET_BYTES = 1 << 30  # largest compacted file
-SETTLE_DAYS = 1  # a day is settled once it is at least this many days before today (UTC)
 BATCH_ROWS = 128 * 1024
 COMMIT_ATTEMPTS = 20
-# Files committed less than this long ago wait for the next run. 0: a window the warehouse has not
-# loaded yet is loaded from the files its record lists, which superseded files stay for
-# SUPERSEDED_RETENTION_S, and the loader reads a compaction only after those windows.
-MIN_FILE_AGE_S = 0.0
+MIN_FILE_AGE_S = COMPACT_MIN_AGE_HOURS * 3600
 
 
 @dataclasses.dataclass
@@ -74,14 +70,14 @@ class Housekeeping:
     max_files_per_settled_day: int
 
 
-def settled(day: str, today: dt.date, settle_days: int = SETTLE_DAYS) -> bool:
+def settled(day: str, today: dt.date, settle_days: int = COMPACT_SETTLE_DAYS) -> bool:
     try:
         return dt.date.fromisoformat(day) <= today - dt.timedelta(days=settle_days)
     except ValueError:
         return True  # the "unknown" day (no readable timestamp) never gets newer
 
 
-def plan_day(files: list[LandedFile], max_files: int = MAX_FILES,
+def plan_day(files: list[LandedFile], max_files: int = COMPACT_MAX_FILES,
              target_bytes: int = TARGET_BYTES) -> list[list[LandedFile]]:
     """Groups of files to merge (one output file each); empty if the day is fine as it is.
     Small files first; big ones join only if the small ones cannot bring the day to `max_files`."""
@@ -121,27 +117,28 @@ def _sorted_rows(con: duckdb.DuckDBPyConnection, urls: list[str]) -> Iterator[pa
 def _merge(con: duckdb.DuckDBPyConnection, lake: Lake, source: str, day: str,
            group: list[LandedFile]) -> LandedFile:
     rel = f"{landing_dir(source, day)}/compacted-{uuid.uuid4().hex[:16]}.parquet"
-    stats = {"rows": 0, "lo": None, "hi": None}
+    rows = {"read": 0}
+    span: dict[str, dt.datetime] = {}  # "lo" and "hi" of `occurred`, once a row has one
 
     def counted() -> Iterator[pa.RecordBatch]:
         for batch in _sorted_rows(con, [lake.url_of(f.path) for f in group]):
-            stats["rows"] += batch.num_rows
+            rows["read"] += batch.num_rows
             bounds = pc.min_max(batch.column("occurred"))
             lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
             if lo is not None:
-                stats["lo"] = lo if stats["lo"] is None else min(stats["lo"], lo)
-                stats["hi"] = hi if stats["hi"] is None else max(stats["hi"], hi)
+                span["lo"] = min(span.get("lo", lo), lo)
+                span["hi"] = max(span.get("hi", hi), hi)
             yield batch
 
     size = write_parquet_batches(lake, rel, counted())
     expected = sum(f.rows for f in group)
-    if stats["rows"] != expected:
+    if rows["read"] != expected:
         lake.fs.rm(lake.path(rel))
-        raise RuntimeError(f"compaction of {source} {day} read {stats['rows']} rows from files "
+        raise RuntimeError(f"compaction of {source} {day} read {rows['read']} rows from files "
                            f"that list {expected}: left the day as it was")
-    return LandedFile(rel, stats["rows"], size, day,
-                      stats["lo"].isoformat() if stats["lo"] else None,
-                      stats["hi"].isoformat() if stats["hi"] else None)
+    return LandedFile(rel, rows["read"], size, day,
+                      span["lo"].isoformat() if span else None,
+                      span["hi"].isoformat() if span else None)
 
 
 def _commit(log: CommitLog, files: list[LandedFile], replaces: list[str]) -> Commit | None:
@@ -169,8 +166,8 @@ def _commit(log: CommitLog, files: list[LandedFile], replaces: list[str]) -> Com
 
 
 def compact_source(lake: Lake, source: str, *, today: dt.date | None = None,
-                   max_files: int = MAX_FILES, target_bytes: int = TARGET_BYTES,
-                   settle_days: int = SETTLE_DAYS, memory_limit: str = "1GB",
+                   max_files: int = COMPACT_MAX_FILES, target_bytes: int = TARGET_BYTES,
+                   settle_days: int = COMPACT_SETTLE_DAYS, memory_limit: str = "1GB",
                    min_file_age_s: float = MIN_FILE_AGE_S,
                    state: LakeState | None = None) -> list[DayCompaction]:
     """Compact every settled day of `source` that holds more than `max_files` files (counting
@@ -223,8 +220,8 @@ def _remove(lake: Lake, files: list[LandedFile]) -> None:
 
 
 def housekeep(lake: Lake, source: str, *, today: dt.date | None = None,
-              max_files: int = MAX_FILES, target_bytes: int = TARGET_BYTES,
-              settle_days: int = SETTLE_DAYS, superseded_retention_s: float = SUPERSEDED_RETENTION_S,
+              max_files: int = COMPACT_MAX_FILES, target_bytes: int = TARGET_BYTES,
+              settle_days: int = COMPACT_SETTLE_DAYS, superseded_retention_s: float = SUPERSEDED_RETENTION_S,
               orphan_grace_s: float = ORPHAN_GRACE_S, memory_limit: str = "1GB",
               min_file_age_s: float = MIN_FILE_AGE_S) -> Housekeeping:
     """Everything the lake needs now and then, for one source: compact settled days, delete

@@ -25,10 +25,11 @@ import orjson
 
 from rtds_pipeline.lake.commits import COMPACTION, Commit, CommitLog, LandedFile
 from rtds_pipeline.lake.storage import Lake
+from rtds_pipeline.settings import ORPHAN_GRACE_HOURS, SUPERSEDED_RETENTION_HOURS
 
 CHECKPOINT = "_checkpoint"
-ORPHAN_GRACE_S = 3600.0  # longer than any window: younger unlisted files may still be committed
-SUPERSEDED_RETENTION_S = 6 * 3600.0  # longer than any warehouse run that listed them
+ORPHAN_GRACE_S = ORPHAN_GRACE_HOURS * 3600
+SUPERSEDED_RETENTION_S = SUPERSEDED_RETENTION_HOURS * 3600
 
 
 @dataclasses.dataclass

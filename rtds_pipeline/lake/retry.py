@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import backoff
 
+from rtds_pipeline.settings import STORE_RETRY_SECONDS
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-DEFAULT_RETRY_SECONDS = 60.0
 # Errors that say "the answer is definite": retrying cannot help.
 _PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
               NotADirectoryError)
@@ -56,7 +57,7 @@ def is_transient(exc: BaseException) -> bool:
 class StoreRetry:
     """How long to keep retrying one object-store call."""
 
-    seconds: float = DEFAULT_RETRY_SECONDS
+    seconds: float = STORE_RETRY_SECONDS
     max_delay_s: float = 8.0
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
@@ -70,7 +71,7 @@ class StoreRetry:
         def giveup(exc: BaseException) -> bool:
             return not is_transient(exc)
 
-        def on_backoff(details: dict) -> None:
+        def on_backoff(details: Mapping[str, object]) -> None:  # backoff adds "exception"
             log.warning("object store: %s failed (%s), retrying in %.1f s", what,
                         type(details["exception"]).__name__, details["wait"])
 

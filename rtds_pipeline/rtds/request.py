@@ -17,6 +17,7 @@ from rtds_pipeline.rtds.events import COMPLIANCE_DEVICE_TYPES, DEVICE_TYPES, EVE
 FILTER_KEYS = frozenset(
     {"types", "device_types", "notifications", "devices", "users", "latency", "predicates"}
 )
+STARTS = ("EARLIEST", "LATEST")  # where a stream without resume_offset begins
 COMPLIANCE_FILTER_KEYS = frozenset({"device_types", "latency"})
 DEVICE_KEYS = frozenset({"channel", "named_user_id"})
 LEGACY_DEVICE_KEYS = frozenset({"ios_channel", "android_channel", "amazon_channel"})
@@ -105,7 +106,7 @@ def validate_body(body: Any, *, compliance: bool, strict: bool = False) -> None:
     start, resume = body.get("start"), body.get("resume_offset")
     if start is not None and resume is not None:
         raise RequestError("specify only one of 'start' and 'resume_offset'")
-    if start is not None and start not in ("EARLIEST", "LATEST"):
+    if start is not None and start not in STARTS:
         raise RequestError(f"'start' must be EARLIEST or LATEST, got {start!r}")
     if resume is not None:
         if not isinstance(resume, str):

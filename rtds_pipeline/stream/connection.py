@@ -13,6 +13,7 @@ import re
 import ssl
 import zlib
 from collections.abc import Iterator
+from typing import cast
 from urllib.parse import urljoin
 
 import httpx
@@ -27,13 +28,16 @@ from rtds_pipeline.stream.errors import (
     InvalidResponse,
     NoDataYet,
     NotEntitled,
+    RedirectLoop,
+    RtdsStreamError,
     ServerError,
-    StreamError,
     TlsFailure,
     TooManyConnections,
-    TooManyRedirects,
     Unauthorized,
 )
+
+# isal's stub declares its error an instance of Exception; it is the exception class.
+ISAL_ERROR = cast("type[Exception]", isal_zlib.error)
 
 USER_AGENT = "rtds_pipeline/0.1 (+httpx)"
 _NOT_ENTITLED = re.compile(r"not entitled\s+([A-Z_,\s]+)")
@@ -113,14 +117,14 @@ class StreamConnection:
             except httpx.TimeoutException as exc:
                 raise ConnectionLost(f"no data for {self._client.timeout.read:g} s "
                                      f"({type(exc).__name__}); reconnecting") from exc
-            except (zlib.error, isal_zlib.error) as exc:
+            except (zlib.error, ISAL_ERROR) as exc:
                 raise InvalidResponse(url, 200, f"a body that is not valid gzip ({exc})") from exc
             except httpx.TransportError as exc:
                 tls = _tls_cause(exc)
                 if tls is not None:
                     raise TlsFailure(url, tls) from exc
                 raise ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}") from exc
-        raise TooManyRedirects(self.max_redirects + 1, url)
+        raise RedirectLoop(self.max_redirects + 1, url)
 
     def _pin(self, resp: httpx.Response) -> None:
         set_cookie = resp.headers.get("set-cookie")
@@ -152,7 +156,7 @@ def _read_reason(resp: httpx.Response) -> str:
     return text or resp.reason_phrase
 
 
-def classify(status: int, reason: str, app_key: str, resume_offset: str | None = None) -> StreamError:
+def classify(status: int, reason: str, app_key: str, resume_offset: str | None = None) -> RtdsStreamError:
     if status in (400, 406, 411, 413):
         return BadRequest(reason, status, resume_offset if status == 400 else None)
     if status == 401:

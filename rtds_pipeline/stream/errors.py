@@ -1,18 +1,18 @@
 """What can go wrong on an RTDS stream, each with a message a user can act on.
 
-`StreamError` subclasses marked `retryable` are handled inside a window (reconnect with
+`RtdsStreamError` subclasses marked `retryable` are handled inside a window (reconnect with
 back-off); the others stop the window and surface to the caller.
 """
 
 from __future__ import annotations
 
 
-class StreamError(Exception):
+class RtdsStreamError(Exception):
     retryable = False
     status: int | None = None
 
 
-class BadRequest(StreamError):
+class BadRequest(RtdsStreamError):
     """400 (or 406): the request body or headers are wrong; the server's reason is included."""
 
     status = 400
@@ -30,7 +30,7 @@ class BadRequest(StreamError):
         self.resume_offset = resume_offset
 
 
-class Unauthorized(StreamError):
+class Unauthorized(RtdsStreamError):
     status = 401
 
     def __init__(self, reason: str) -> None:
@@ -39,7 +39,7 @@ class Unauthorized(StreamError):
                          "Streaming integration and set it in the source's environment variable.")
 
 
-class NotEntitled(StreamError):
+class NotEntitled(RtdsStreamError):
     status = 403
 
     def __init__(self, types: list[str], body: str) -> None:
@@ -49,7 +49,7 @@ class NotEntitled(StreamError):
         self.types = types
 
 
-class NoDataYet(StreamError):
+class NoDataYet(RtdsStreamError):
     status = 404
 
     def __init__(self, app_key: str) -> None:
@@ -57,7 +57,7 @@ class NoDataYet(StreamError):
                          "nothing to read until the app produces events.")
 
 
-class TooManyConnections(StreamError):
+class TooManyConnections(RtdsStreamError):
     """402: another consumer holds the app's stream slot; back off at least 30 s."""
 
     retryable = True
@@ -68,7 +68,7 @@ class TooManyConnections(StreamError):
                          f"{reason}). Another consumer holds the slot; stop it or wait.")
 
 
-class TooManyRedirects(StreamError):
+class RedirectLoop(RtdsStreamError):
     """307 after 307: the session never settles on a node. Not retried: a proxy that drops the
     Cookie or Set-Cookie header, or a misrouted base URL, does not heal by itself."""
 
@@ -82,7 +82,7 @@ class TooManyRedirects(StreamError):
         self.url = url
 
 
-class InvalidResponse(StreamError):
+class InvalidResponse(RtdsStreamError):
     """A response that is not an RTDS NDJSON stream (HTML, another content type, broken gzip):
     the URL points at something else, or a proxy answers instead. Not retried."""
 
@@ -93,7 +93,7 @@ class InvalidResponse(StreamError):
         self.url, self.status, self.cause = url, status, cause
 
 
-class TlsFailure(StreamError):
+class TlsFailure(RtdsStreamError):
     """The server's TLS certificate could not be verified. Not retried."""
 
     def __init__(self, url: str, cause: str) -> None:
@@ -104,7 +104,7 @@ class TlsFailure(StreamError):
         self.url, self.cause = url, cause
 
 
-class ServerError(StreamError):
+class ServerError(RtdsStreamError):
     retryable = True
 
     def __init__(self, status: int, reason: str) -> None:
@@ -112,7 +112,7 @@ class ServerError(StreamError):
         self.status = status
 
 
-class ConnectionLost(StreamError):
+class ConnectionLost(RtdsStreamError):
     """Network error, server EOF, or a stream that fell silent past the idle watchdog."""
 
     retryable = True

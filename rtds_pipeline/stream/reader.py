@@ -11,7 +11,7 @@ Arrow's JSON reader, the Parquet writer), so they share the cores.
 
 Whatever a server sends, memory stays bounded: a line longer than `max_line_bytes` is dropped as
 it arrives and dead-lettered (prefix + length). A 402 is waited out (≥ 30 s), across windows
-when it outlasts one; errors that retrying cannot fix end the window (`StreamError.retryable`).
+when it outlasts one; errors that retrying cannot fix end the window (`RtdsStreamError.retryable`).
 """
 
 from __future__ import annotations
@@ -23,31 +23,39 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from rtds_pipeline.lake.batch import LANDING_SCHEMA, DeadLetter, ParsedBatch, parse_batch
 from rtds_pipeline.rtds.request import StreamRequest
+from rtds_pipeline.settings import (
+    BACKOFF_402_SECONDS,
+    IDLE_TIMEOUT,
+    MAX_LINE_BYTES,
+    START,
+    WINDOW_MAX_BYTES,
+    WINDOW_MAX_EVENTS,
+    WINDOW_SECONDS,
+)
 from rtds_pipeline.stream.connection import Endpoint, StreamConnection
-from rtds_pipeline.stream.errors import ConnectionLost, StreamError, TooManyConnections
+from rtds_pipeline.stream.errors import ConnectionLost, RtdsStreamError, TooManyConnections
 
 MIN_EVENT_BYTES = 64  # no RTDS event line is shorter (id, type, offset and two timestamps)
-MAX_LINE_BYTES = 4 << 20  # Airship events are a few KB; a longer line is dead-lettered
 DEAD_PREFIX_BYTES = 4096  # what a dead letter keeps of an overlong line
-TOO_MANY_CONNECTIONS_S = 30.0  # Airship's rule: after a 402, wait at least this long
 
 
 @dataclasses.dataclass(frozen=True)
 class WindowLimits:
-    max_seconds: float = 40.0
-    max_events: int = 2_000_000
-    max_bytes: int = 2 << 30
+    max_seconds: float = WINDOW_SECONDS
+    max_events: int = WINDOW_MAX_EVENTS
+    max_bytes: int = WINDOW_MAX_BYTES
     stop_when_caught_up: bool = True
-    idle_timeout: float = 90.0
+    idle_timeout: float = IDLE_TIMEOUT
     batch_bytes: int = 8 << 20
     max_line_bytes: int = MAX_LINE_BYTES
-    too_many_connections_s: float = TOO_MANY_CONNECTIONS_S  # tests lower it; keep ≥ 30 s
+    too_many_connections_s: float = BACKOFF_402_SECONDS  # tests lower it; keep ≥ 30 s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +64,9 @@ class Backoff:
 
     base_s: float = 0.5
     cap_s: float = 30.0
-    too_many_connections_s: float = TOO_MANY_CONNECTIONS_S
+    too_many_connections_s: float = BACKOFF_402_SECONDS
 
-    def delay(self, attempt: int, error: StreamError) -> float:
+    def delay(self, attempt: int, error: RtdsStreamError) -> float:
         d = min(self.cap_s, self.base_s * 2 ** attempt) * random.uniform(0.5, 1.0)
         if isinstance(error, TooManyConnections):
             d = max(d, self.too_many_connections_s)
@@ -80,7 +88,135 @@ class WindowStats:
     max_processed_ms: int | None = None
     stop_reason: str = ""
     errors: list[str] = dataclasses.field(default_factory=list)
-    fatal: StreamError | None = None
+    fatal: RtdsStreamError | None = None
+
+
+# What the reader hands to the pipeline, in stream order: complete lines to parse, or a batch
+# made without parsing (an overlong line's dead letter).
+Handover: TypeAlias = pa.Buffer | ParsedBatch
+
+
+class WindowState:
+    """One window's state: what was received and placed, where the stream stands, and what to do
+    next (hand lines over, settle, stop). No I/O and no threads, so it is tested on synthetic
+    chunks; `WindowReader` feeds it a connection's chunks and runs the hand-overs it returns.
+
+    `place` runs on the landing thread, every other method on the reading thread: the counters
+    the reading thread reads are exact after the pipeline settled, a lower bound before."""
+
+    def __init__(self, limits: WindowLimits, resume_offset: str | None, *, deadline: float,
+                 window_start_ms: int) -> None:
+        self.limits = limits
+        self.stats = WindowStats()
+        self.position = resume_offset  # the last offset placed: where a reconnect resumes
+        self.deadline = deadline  # time.monotonic() at which the window stops
+        self.window_start_ms = window_start_ms  # `processed` at or past it: caught up
+        self._placed_lines = 0  # line positions handed out so far
+        self.connect()
+
+    def connect(self) -> None:
+        """A new connection from `position`; the server may replay that event first."""
+        self._skip_offset = self.position
+        self.lines = _LineBuffer(self.limits.max_line_bytes)
+        self._buffered_lines = 0  # upper bound of buffered lines, counted only near max_events
+        self._ended_with_newline = True
+        self._idle = False  # a keep-alive ended a chunk: the server has nothing more right now
+        self._batch_handed = False  # the last chunk completed a batch
+        self.healthy = False  # data flows on this connection: retries start over
+
+    def receive(self, chunk: bytes) -> list[Handover]:
+        """Account for one received chunk; what to hand to the pipeline now, in order."""
+        lim, lines, out = self.limits, self.lines, []
+        self.stats.bytes += len(chunk)
+        self._batch_handed = False
+        if lines.skipping:
+            chunk, ended = lines.skip(chunk)
+            if ended is not None:
+                out.append(ended)
+        if chunk:
+            # A keep-alive (blank line) sent while idle ends its chunk; one may straddle two
+            # chunks. Found without scanning the chunk: the parser counts them all.
+            self._idle = chunk.endswith(b"\n\n") or (chunk[0] == 10 and self._ended_with_newline)
+            self._ended_with_newline = chunk[-1] == 10
+            lines.append(chunk)
+            if self._idle:
+                self.healthy = True
+            if lines.tail > lim.max_line_bytes:
+                out.extend(self.take())  # the complete lines ahead of it, then drop it as it comes
+                lines.start_skipping()
+        # Lines are counted only near max_events (no event is shorter than MIN_EVENT_BYTES): a
+        # second full scan of every chunk costs ~10 %.
+        if self.stats.events + lines.size // MIN_EVENT_BYTES >= lim.max_events:
+            self._buffered_lines = lines.count_newlines()  # blanks too: an upper bound
+        if lines.size >= lim.batch_bytes and lines.has_complete:
+            out.extend(self.take())
+            self._batch_handed = self.healthy = True
+        return out
+
+    def take(self) -> list[Handover]:
+        """The buffered complete lines, if any; the cut line after them stays."""
+        data = self.lines.take_complete()
+        self._buffered_lines = 0
+        return [] if data is None else [data]
+
+    def drain(self) -> list[Handover]:
+        """Everything left when the window stops: the complete lines, and the dead letter of an
+        overlong line still running (the next window reads on after it)."""
+        out = self.take()
+        if self.lines.skipping:
+            out.append(self.lines.dead_letter(terminated=False))
+        return out
+
+    def caught_up(self) -> str | None:
+        """Why the window stops as caught up with the stream, or None."""
+        if not self.limits.stop_when_caught_up:
+            return None
+        mp = self.stats.max_processed_ms
+        if self._batch_handed and mp is not None and mp >= self.window_start_ms:
+            return "caught up (processed reached window start)"
+        if self._idle or self.stats.keepalives:
+            return "caught up (keep-alive)"
+        return None
+
+    def must_settle(self) -> bool:
+        """The buffered lines may reach max_events: settle to count exactly before going on."""
+        return bool(self._buffered_lines) and (
+            self.stats.events + self._buffered_lines >= self.limits.max_events)
+
+    def limit_reached(self, now: float) -> str | None:
+        """Which bound of the window is reached at monotonic time `now`, or None."""
+        if self.stats.events >= self.limits.max_events:
+            return "max events"
+        if self.stats.bytes >= self.limits.max_bytes:
+            return "max bytes"
+        if now >= self.deadline:
+            return "max seconds"
+        return None
+
+    def place(self, batch: ParsedBatch) -> None:
+        """Account for a parsed batch, in stream order (on the landing thread): line positions,
+        the replayed resume event dropped, counters, and the position moved on."""
+        stats = self.stats
+        batch.shift_positions(self._placed_lines)
+        self._placed_lines += batch.lines
+        if self._skip_offset is not None and batch.rows.num_rows:
+            if batch.rows.column("rtds_offset")[0].as_py() == self._skip_offset:
+                batch.rows = batch.rows.slice(1)
+                stats.replayed_dropped += 1
+            self._skip_offset = None
+        if batch.rows.num_rows:
+            if stats.first_offset is None:
+                stats.first_offset = batch.rows.column("rtds_offset")[0].as_py()
+            mp = pc.max(batch.rows.column("processed")).value
+            if mp is not None:
+                stats.max_processed_ms = max(stats.max_processed_ms or mp, mp)
+        stats.events += batch.rows.num_rows
+        stats.dead_letters += len(batch.dead)
+        stats.offset_updates += batch.offset_updates
+        stats.lines += batch.lines
+        stats.keepalives += batch.keepalives
+        if batch.last_offset is not None:
+            self.position = stats.last_offset = batch.last_offset
 
 
 class WindowReader:
@@ -94,132 +230,67 @@ class WindowReader:
         self.window_seq = window_seq
         self.progress = progress  # called about once a second with (stats, seconds elapsed)
 
-    def read(self, resume_offset: str | None, start: str = "EARLIEST") -> WindowStats:
+    def read(self, resume_offset: str | None, start: str = START) -> WindowStats:
         with _Pipeline(functools.partial(parse_batch, window_seq=self.window_seq)) as pipeline:
             return self._read(pipeline, resume_offset, start)
 
     def _read(self, pipeline: _Pipeline, resume_offset: str | None, start: str) -> WindowStats:
-        lim, stats = self.limits, WindowStats()
         t0 = time.monotonic()
-        deadline = t0 + lim.max_seconds
-        window_start_ms = time.time_ns() // 1_000_000
-        position = resume_offset
+        window = WindowState(self.limits, resume_offset, deadline=t0 + self.limits.max_seconds,
+                             window_start_ms=time.time_ns() // 1_000_000)
+        stats, deadline = window.stats, window.deadline
         attempt = 0
-        pos_counter = 0
         next_progress = t0 + 1.0
         if self._wait_out_backoff(deadline):
             stats.stop_reason = "backing off (HTTP 402: too many connections)"
             return stats
 
+        def land(batch: ParsedBatch) -> None:
+            """Runs on the landing thread, batches strictly in stream order."""
+            window.place(batch)
+            self.on_batch(batch)
+
+        def hand_over(items: list[Handover]) -> None:
+            for item in items:
+                if isinstance(item, ParsedBatch):
+                    pipeline.submit_parsed(item, land)
+                else:
+                    pipeline.submit(item, land)  # blank lines are counted and dropped there
+
+        def stop(reason: str) -> WindowStats:
+            hand_over(window.drain())
+            pipeline.settle()
+            stats.stop_reason = reason
+            return stats
+
         while True:
-            skip_offset = position  # a server replaying the resume point: drop that event
-            req = (self.request.resumed_at(position) if position is not None
+            req = (self.request.resumed_at(window.position) if window.position is not None
                    else dataclasses.replace(self.request, start=start))
             remaining = deadline - time.monotonic()
-            conn = StreamConnection(self.endpoint, req, idle_timeout=min(lim.idle_timeout, max(remaining, 0.5)))
-            lines = _LineBuffer(lim.max_line_bytes)
-            buffered_lines = 0
-            ended_with_newline = True
-            idle = False  # a keep-alive ended a chunk: the server has nothing more right now
-
-            def place(batch: ParsedBatch) -> None:
-                """Runs on the landing thread, batches strictly in stream order."""
-                nonlocal position, pos_counter, skip_offset
-                batch.shift_positions(pos_counter)
-                pos_counter += batch.lines
-                if skip_offset is not None and batch.rows.num_rows:
-                    if batch.rows.column("rtds_offset")[0].as_py() == skip_offset:
-                        batch.rows = batch.rows.slice(1)
-                        stats.replayed_dropped += 1
-                    skip_offset = None
-                if batch.rows.num_rows:
-                    if stats.first_offset is None:
-                        stats.first_offset = batch.rows.column("rtds_offset")[0].as_py()
-                    mp = pc.max(batch.rows.column("processed")).value
-                    if mp is not None:
-                        stats.max_processed_ms = max(stats.max_processed_ms or mp, mp)
-                stats.events += batch.rows.num_rows
-                stats.dead_letters += len(batch.dead)
-                stats.offset_updates += batch.offset_updates
-                stats.lines += batch.lines
-                stats.keepalives += batch.keepalives
-                if batch.last_offset is not None:
-                    position = batch.last_offset
-                    stats.last_offset = position
-                self.on_batch(batch)
-
-            def process(lines: _LineBuffer = lines) -> None:
-                """Hand the buffered complete lines to the pipeline; receiving goes on meanwhile.
-                One copy (the join); the cut line after the last newline stays buffered."""
-                nonlocal buffered_lines
-                data = lines.take_complete()
-                buffered_lines = 0
-                if data is not None:
-                    pipeline.submit(data, place)  # blank lines are counted and dropped there
-
-            def settle() -> None:
-                """Process what is buffered and wait for it: stats and position are exact after."""
-                process()
-                pipeline.settle()
-
-            def stop(reason: str, lines: _LineBuffer = lines) -> WindowStats:
-                process()
-                if lines.skipping:  # an overlong line still running when the window ends
-                    pipeline.submit_parsed(lines.dead_letter(terminated=False), place)
-                pipeline.settle()
-                stats.stop_reason = reason
-                return stats
-
+            conn = StreamConnection(self.endpoint, req,
+                                    idle_timeout=min(self.limits.idle_timeout, max(remaining, 0.5)))
+            window.connect()
             try:
-                healthy = False
                 for chunk in conn.chunks():
-                    stats.bytes += len(chunk)
-                    if lines.skipping:
-                        chunk, ended = lines.skip(chunk)
-                        if ended is not None:
-                            pipeline.submit_parsed(ended, place)
-                    if chunk:
-                        # A keep-alive (blank line) sent while idle ends its chunk; one may
-                        # straddle two chunks. Found without scanning the chunk: the parser
-                        # counts them all.
-                        idle = chunk.endswith(b"\n\n") or (chunk[0] == 10 and ended_with_newline)
-                        ended_with_newline = chunk[-1] == 10
-                        lines.append(chunk)
-                        if idle:
-                            healthy = True
-                        if lines.tail > lim.max_line_bytes:
-                            process()  # the complete lines ahead of it, then drop it as it comes
-                            lines.start_skipping()
-                    # Lines are counted only near max_events (no event is shorter than
-                    # MIN_EVENT_BYTES): a second full scan of every chunk costs ~10 %.
-                    if stats.events + lines.size // MIN_EVENT_BYTES >= lim.max_events:
-                        buffered_lines = lines.count_newlines()  # blanks too: an upper bound
-                    if lines.size >= lim.batch_bytes and lines.has_complete:
-                        process()
-                        healthy = True
-                        if (lim.stop_when_caught_up and stats.max_processed_ms is not None
-                                and stats.max_processed_ms >= window_start_ms):
-                            return stop("caught up (processed reached window start)")
-                    if healthy:
+                    hand_over(window.receive(chunk))
+                    if window.healthy:
                         attempt = 0
                     if self.progress is not None and time.monotonic() >= next_progress:
                         next_progress = time.monotonic() + 1.0
                         self.progress(stats, time.monotonic() - t0)
-                    if (idle or stats.keepalives) and lim.stop_when_caught_up:
-                        return stop("caught up (keep-alive)")
-                    if buffered_lines and stats.events + buffered_lines >= lim.max_events:
-                        settle()
-                    if stats.events >= lim.max_events:
-                        return stop("max events")
-                    if stats.bytes >= lim.max_bytes:
-                        return stop("max bytes")
-                    if time.monotonic() >= deadline:
-                        return stop("max seconds")
+                    reason = window.caught_up()
+                    if reason is None and window.must_settle():
+                        hand_over(window.take())
+                        pipeline.settle()  # the counts are exact now
+                    reason = reason or window.limit_reached(time.monotonic())
+                    if reason is not None:
+                        return stop(reason)
                 raise ConnectionLost("server closed the stream")
-            except StreamError as exc:
+            except RtdsStreamError as exc:
                 # What arrived complete is kept; a cut line (overlong or not) is re-read after
                 # reconnecting, from the last offset.
-                settle()
+                hand_over(window.take())
+                pipeline.settle()
                 if not exc.retryable:
                     stats.fatal = exc
                     stats.stop_reason = f"error: {type(exc).__name__}"

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from rtds_pipeline.rtds.events import ACCEPT, COMPLIANCE_PATH, EVENTS_PATH, OFFSET_UPDATE
+from rtds_pipeline.rtds.loopback import TEST_SERVER_PORT
 from rtds_pipeline.rtds.request import RequestError, StreamRequest, parse_request
 from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
 from rtds_pipeline.testserver import http
@@ -49,14 +50,10 @@ DEFAULT_BACKLOG_SPAN_MS = 3 * 24 * 3_600_000
 OFFSET_RESERVE = 1_000_000  # offsets reserved ahead in the state file, per app
 
 
-class Unauthorized(Exception):
-    pass
-
-
 @dataclasses.dataclass
 class ServerOptions:
     host: str = "127.0.0.1"
-    port: int = 8717
+    port: int = TEST_SERVER_PORT
     seed: int = 0
     rate: float = 0.0  # live events per second per app
     backlog: int = 0
@@ -334,7 +331,8 @@ class TestServer:
                 self.node_epoch += 1
                 return http.json_response(200, {"node": f"node-{self.node_epoch}"})
             if path == "/admin/ground-truth" and req.method == "GET":
-                app = (req.query.get("app") or [None])[0]
+                apps = req.query.get("app")
+                app = apps[0] if apps else None
                 body = b"".join(orjson.dumps(r) + b"\n" for r in self._ground_truth(app))
                 return http.simple_response(200, body, "application/x-ndjson")
             if path == "/admin/webhook" and req.method == "GET":
@@ -352,7 +350,9 @@ class TestServer:
         return http.error_response(404, f"no admin endpoint {req.method} {path}")
 
     # ------------------------------------------------------------------ the RTDS endpoints
-    def _authenticate(self, req: http.Request, compliance: bool) -> tuple[App, Token | None]:
+    def _authenticate(self, req: http.Request,
+                      compliance: bool) -> tuple[App, Token | None] | str:
+        """The app and token the request authenticates as, or why it is refused (HTTP 401)."""
         auth = req.headers.get("authorization", "")
         app_key = req.headers.get("x-ua-appkey")
         scheme, _, cred = auth.partition(" ")
@@ -361,32 +361,32 @@ class TestServer:
             try:
                 user, _, password = base64.b64decode(cred).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
-                raise Unauthorized("malformed basic credentials") from None
+                return "malformed basic credentials"
             if (user, password) == SAMPLE_CREDENTIAL and not compliance:
                 return self.config.default_app, None
             if not compliance:
-                raise Unauthorized("basic auth is accepted only on /api/events/general; "
-                                   "use 'Authorization: Bearer <token>' with X-UA-Appkey")
+                return ("basic auth is accepted only on /api/events/general; "
+                        "use 'Authorization: Bearer <token>' with X-UA-Appkey")
             app = self.config.apps.get(user)
             if app is None or password != app.master_secret:
-                raise Unauthorized("invalid app key or master secret")
+                return "invalid app key or master secret"
             if app_key is not None and app_key != app.app_key:
-                raise Unauthorized("X-UA-Appkey does not match the credentials")
+                return "X-UA-Appkey does not match the credentials"
             return app, None
         if scheme == "bearer":
             if compliance:
-                raise Unauthorized("the compliance endpoint takes basic auth "
-                                   "(app key : master secret), not a bearer token")
+                return ("the compliance endpoint takes basic auth "
+                        "(app key : master secret), not a bearer token")
             if not app_key:
-                raise Unauthorized("missing X-UA-Appkey header")
+                return "missing X-UA-Appkey header"
             app = self.config.apps.get(app_key)
             token = app.tokens.get(cred) if app else None
             if app is None or token is None:
-                raise Unauthorized("invalid access token for this app key")
+                return "invalid access token for this app key"
             if token.revoked:
-                raise Unauthorized("access token has been revoked")
+                return "access token has been revoked"
             return app, token
-        raise Unauthorized("missing Authorization header")
+        return "missing Authorization header"
 
     def _redirect_needed(self, req: http.Request) -> bool:
         mode = self.config.redirect
@@ -401,11 +401,11 @@ class TestServer:
 
     async def _stream_request(self, req: http.Request, writer: asyncio.StreamWriter,
                               compliance: bool) -> bool:
-        try:
-            app, token = self._authenticate(req, compliance)
-        except Unauthorized as exc:
-            writer.write(http.error_response(401, str(exc), [("WWW-Authenticate", "Bearer")]))
+        auth = self._authenticate(req, compliance)
+        if isinstance(auth, str):
+            writer.write(http.error_response(401, auth, [("WWW-Authenticate", "Bearer")]))
             return True
+        app, token = auth
         accept = req.headers.get("accept", "").replace(" ", "")
         if "application/vnd.urbanairship+x-ndjson" not in accept or "version=3" not in accept:
             writer.write(http.error_response(
@@ -526,7 +526,7 @@ class _Stream:
 
     async def _write_lines(self) -> bool:
         """Serve events one by one (filters, subsets, faults). True when the stream has ended."""
-        log, out = self.log, []
+        log, out = self.log, list[bytes]()
         end = min(log.next_seq, self.seq + SLOW_BATCH_EVENTS)
         if self.fast:
             end = min(end, (self.seq // SEGMENT_EVENTS + 1) * SEGMENT_EVENTS)
@@ -549,7 +549,7 @@ class _Stream:
                 continue
             if self.fault is not None and self.served >= self.fault.after:
                 self._emit(out)
-                return await self._fire_fault(line)
+                return await self._fire_fault(self.fault, line)
             out.append(line)
             self.served += 1
         self._emit(out)
@@ -581,8 +581,8 @@ class _Stream:
                 return
         self._write_raw(b"\n")
 
-    async def _fire_fault(self, next_line: bytes) -> bool:
-        kind, w = self.fault.kind, self.writer
+    async def _fire_fault(self, fault: Fault, next_line: bytes) -> bool:
+        kind, w = fault.kind, self.writer
         if kind == "eof":
             self._finish()
             return True
@@ -602,7 +602,7 @@ class _Stream:
             return False
         if kind == "stall":
             await w.drain()
-            await asyncio.sleep(self.fault.seconds)
+            await asyncio.sleep(fault.seconds)
             self.fault = None
             self.seq -= 1
             return False

@@ -18,9 +18,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-DEFAULT_APP_KEY = "test-app-key"
-DEFAULT_ACCESS_TOKEN = "test-access-token"
-DEFAULT_MASTER_SECRET = "test-master-secret"
+from rtds_pipeline.rtds.loopback import TEST_ACCESS_TOKEN, TEST_APP_KEY, TEST_MASTER_SECRET
+
 # Airship's public test-server credential (basic auth), accepted on /api/events.
 SAMPLE_CREDENTIAL = ("sample_connection", "sample_connection")
 MAX_TOKENS_PER_INTEGRATION = 25
@@ -65,8 +64,7 @@ class ServerConfig:
 
 
 def default_config() -> ServerConfig:
-    app = App(DEFAULT_APP_KEY, DEFAULT_MASTER_SECRET,
-              {DEFAULT_ACCESS_TOKEN: Token(DEFAULT_ACCESS_TOKEN)})
+    app = App(TEST_APP_KEY, TEST_MASTER_SECRET, {TEST_ACCESS_TOKEN: Token(TEST_ACCESS_TOKEN)})
     return ServerConfig({app.app_key: app})
 
 

@@ -477,7 +477,7 @@ class LifecycleGenerator:
         alert = r.choice(ALERTS)
         platforms = r.sample(("ios", "android", "amazon", "web", "email", "sms", "open"),
                              r.randrange(1, 5))
-        spec = {"audience": "all", "device_types": platforms,
+        spec: dict[str, Any] = {"audience": "all", "device_types": platforms,
                 "notification": {"alert": alert}}
         if "email" in platforms:
             spec["notification"]["email"] = {"subject": alert, "sender_name": "Example Shop"}

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 NDJSON = "application/vnd.urbanairship+x-ndjson; version=3;"
 
@@ -37,7 +38,7 @@ class Behaviour:
     keepalive: bool = True
 
     @classmethod
-    def lines(cls, body: bytes, **kw: object) -> Behaviour:
+    def lines(cls, body: bytes, **kw: Any) -> Behaviour:
         return cls(body=body, **kw)
 
     @classmethod
@@ -77,6 +78,7 @@ class HostileServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
+        host = host if isinstance(host, str) else host.decode()
         return f"{'https' if self._tls else 'http'}://{host}:{port}"
 
     def __enter__(self) -> HostileServer:

@@ -232,7 +232,8 @@ class StreamLog:
         if r.random() < q.unknown_type:
             ev["type"] = UNKNOWN_TYPE
         if r.random() < q.unknown_field:
-            target = ev.get("body") if isinstance(ev.get("body"), dict) else ev
+            body = ev.get("body")
+            target = body if isinstance(body, dict) else ev
             target["experimental_attribution"] = {"model": "v2", "score": 0.42}
         self._append(ev, processed_ms=processed, duplicate=False)
         if r.random() < q.duplicate:

@@ -50,31 +50,40 @@ def compile_filters(filters: tuple[dict[str, Any], ...]) -> Callable[[str, Event
 
 
 def _compile_one(flt: dict[str, Any]) -> Callable[[str, Event | None], bool]:
-    checks: list[Callable[[str, Event | None], bool]] = []
-    if "types" in flt:
-        types = {t.upper() for t in flt["types"]}
-        checks.append(lambda etype, ev: etype in types)
+    types = {t.upper() for t in flt["types"]} if "types" in flt else None
+    checks: list[Callable[[Event], bool]] = []  # on the parsed event
     if "device_types" in flt:
         dts = {d.upper() for d in flt["device_types"]}
-        checks.append(lambda etype, ev: (ev.get("device") or {}).get("device_type") in dts)
+        checks.append(lambda ev: (ev.get("device") or {}).get("device_type") in dts)
     if "notifications" in flt:
         wanted = flt["notifications"]
         wanted = wanted if isinstance(wanted, list) else [wanted]
-        checks.append(lambda etype, ev: any(_about_push(ev, n) for n in wanted))
+        checks.append(lambda ev: any(_about_push(ev, n) for n in wanted))
     if "devices" in flt:
-        sel = flt["devices"]
-        checks.append(lambda etype, ev: any(_device_matches(ev, d) for d in sel))
+        devices = flt["devices"]
+        checks.append(lambda ev: any(_device_matches(ev, d) for d in devices))
     if "users" in flt:
-        sel = flt["users"]
-        checks.append(lambda etype, ev: any(_user_matches(ev, u) for u in sel))
+        users = flt["users"]
+        checks.append(lambda ev: any(_user_matches(ev, u) for u in users))
     if "latency" in flt:
         latency = flt["latency"]
-        checks.append(lambda etype, ev: now_ms() - parse_iso_ms(ev["occurred"]) <= latency)
+        checks.append(lambda ev: now_ms() - parse_iso_ms(ev["occurred"]) <= latency)
     if "predicates" in flt:
         preds = flt["predicates"]
         preds = preds if isinstance(preds, list) else [preds]
-        checks.append(lambda etype, ev: all(evaluate(p, ev) for p in preds))
-    return lambda etype, ev: all(c(etype, ev) for c in checks)
+        checks.append(lambda ev: all(evaluate(p, ev) for p in preds))
+
+    def admits(etype: str, ev: Event | None) -> bool:
+        if types is not None and etype not in types:
+            return False
+        if not checks:
+            return True
+        if ev is None:
+            raise ValueError(f"filter {flt} matches on the event itself: parse it first "
+                             "(needs_body)")
+        return all(c(ev) for c in checks)
+
+    return admits
 
 
 def _about_push(ev: Event, sel: dict[str, str]) -> bool:

@@ -242,7 +242,8 @@ def _pending(con: duckdb.DuckDBPyConnection, kind: str, budget: int) -> list[tup
         "LEFT JOIN landing_files f ON f.source = w.source AND f.window_seq = w.window_seq "
         "AND f.day <> 'dead_letter' WHERE w.kind = ? AND w.load_batch IS NULL "
         "GROUP BY ALL ORDER BY min(w.committed_at), w.source, w.window_seq", [kind]).fetchall()
-    out, size = [], 0
+    out: list[tuple[str, int]] = []
+    size = 0
     for source, seq, nbytes in rows:
         if out and size + nbytes > budget:
             break

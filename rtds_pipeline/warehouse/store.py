@@ -158,12 +158,12 @@ class Warehouse:
             con.register_filesystem(self.lake.fs)
         return con
 
-    def _config(self) -> dict[str, str | int]:
+    def _config(self) -> dict[str, str | bool | int | float | list[str]]:
         # Storage format of DuckDB 1.2: the analyst's own DuckDB client need not be 2.0 (the only
         # CLI on PyPI, duckdb-cli 1.5, cannot open a file in 2.0's format; same size and speed).
         # DuckDB picks each column's compression: the id index is scanned by every load, and
         # forced zstd (kept from when the raw JSON lived here) cost ~3x on that scan.
-        config: dict[str, str | int] = {"storage_compatibility_version": "v1.2.0"}
+        config: dict[str, str | bool | int | float | list[str]] = {"storage_compatibility_version": "v1.2.0"}
         if self.memory_limit:
             config["memory_limit"] = self.memory_limit
         if self.threads:

@@ -312,8 +312,8 @@ def _window_batch(window: list[_Delivery], seq: int) -> tuple[ParsedBatch, list[
     i = LANDING_SCHEMA.get_field_index("window_pos")
     line_no = parsed.rows.column(i).to_numpy()
     parsed.rows = parsed.rows.set_column(i, LANDING_SCHEMA.field(i), pa.array(where[line_no]))
-    for d in parsed.dead:
-        d.position = int(where[d.position])
+    for letter in parsed.dead:
+        letter.position = int(where[letter.position])
     parsed.dead = sorted(parsed.dead + dead, key=_position)
     return parsed, spans
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 from rtds_pipeline.settings import SettingsError
 
@@ -109,7 +110,7 @@ def _number(env: dict[str, str], name: str, default: float, kind: type = float) 
     return value
 
 
-def load_webhook_config(env: dict[str, str] | None = None, **override: object) -> WebhookConfig:
+def load_webhook_config(env: dict[str, str] | None = None, **override: Any) -> WebhookConfig:
     env = dict(os.environ if env is None else env)
     path = env.get("RTDS_WEBHOOK_PATH", DEFAULT_PATH)
     if not path.startswith("/"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 from collections.abc import Callable
 
@@ -81,8 +82,8 @@ def serve(lake: Lake, source_key: str, config: WebhookConfig, host: str, port: i
     uconfig = uvicorn.Config(
         app, host=host, port=port, http=head_timeout_protocol(config.head_timeout),
         loop="uvloop", lifespan="on", workers=1, access_log=False, log_config=None,
-        timeout_keep_alive=config.keepalive_timeout, limit_concurrency=config.max_connections,
-        timeout_graceful_shutdown=config.ack_timeout + 5, server_header=False,
+        timeout_keep_alive=math.ceil(config.keepalive_timeout), limit_concurrency=config.max_connections,
+        timeout_graceful_shutdown=math.ceil(config.ack_timeout) + 5, server_header=False,
         ssl_certfile=config.tls_cert if tls else None, ssl_keyfile=config.tls_key if tls else None,
         ssl_keyfile_password=config.tls_key_password,
         ssl_context_factory=_tls_context if tls else None)

@@ -1,0 +1,33 @@
+"""Settings: one home for every default, and a first partition day that does not move."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from rtds_pipeline.defs.assets import daily_partitions
+from rtds_pipeline.ingest import limits_from
+from rtds_pipeline.settings import FIRST_DAY, Settings, SettingsError, load_settings
+from rtds_pipeline.stream.reader import WindowLimits
+
+
+def test_the_first_partition_day_is_fixed_and_can_be_moved():
+    start = daily_partitions(load_settings({})).start
+    assert start.date().isoformat() == FIRST_DAY == "2026-01-01"
+    moved = daily_partitions(load_settings({"RTDS_FIRST_DAY": "2026-06-01"}))
+    assert moved.get_first_partition_key() == "2026-06-01"
+
+
+def test_a_first_day_that_is_not_a_day_is_refused_naming_the_variable():
+    with pytest.raises(SettingsError, match="RTDS_FIRST_DAY='June'.*YYYY-MM-DD"):
+        load_settings({"RTDS_FIRST_DAY": "June"})
+
+
+def test_the_readers_defaults_are_the_settings_defaults():
+    # A window read with no settings at all and one read from default settings are bounded alike.
+    assert limits_from(Settings()) == WindowLimits()
+    # With no variable set, load_settings gives the dataclass's defaults (paths made absolute).
+    loaded, defaults = load_settings({}), Settings()
+    assert dataclasses.replace(loaded, sources=(), lake_url=defaults.lake_url,
+                               warehouse_path=defaults.warehouse_path) == defaults
