@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import array
 import asyncio
+import ctypes
+import ctypes.util
 import dataclasses
 import hashlib
 import pickle
 import random
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +39,34 @@ COMPRESS_LEVEL = 1
 # Bump when the generator's output changes, so cached backlogs are rebuilt.
 GENERATOR_VERSION = 3  # 3: packed, segment-compressed storage
 BACKLOG_CACHE_MAX_AGE_MS = 6 * HOUR_MS
+
+
+_TRIM_EVERY_S = 10.0
+_last_trim = 0.0
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's `malloc_trim`), at most every
+    `_TRIM_EVERY_S`. The dropped segments are tens of KB each, below glibc's mmap threshold once
+    it has adapted, so their pages stay in the heap between the live ones: measured with
+    retention full, the Python objects stay flat (51.7 MB traced) while RSS wandered 83-96 MB."""
+    global _last_trim
+    now = time.monotonic()
+    if _LIBC is not None and now - _last_trim >= _TRIM_EVERY_S:
+        _last_trim = now
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        lib = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return lib if lib is not None and hasattr(lib, "malloc_trim") else None
+
+
+_LIBC = _libc()
 
 
 def offset_of(seq: int) -> str:
@@ -320,6 +351,7 @@ class StreamLog:
         self._segments = {k: v for k, v in self._segments.items() if k >= first_index}
         self._compliance = {k: v for k, v in self._compliance.items() if k >= first_index}
         self._cached = None
+        _return_freed_memory()
 
     # ------------------------------------------------------------------ reading
     def segment(self, index: int) -> bytes | None:
