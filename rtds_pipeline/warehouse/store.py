@@ -25,11 +25,11 @@ import duckdb
 from rtds_pipeline.lake.storage import Lake
 
 SQL_DIR = Path(__file__).parent / "sql"
-LAYOUT = "3"  # events in Delta tables; bump when the writer's file must be started anew
+LAYOUT = "4"  # events in Delta tables, the marts' staging; bump when the writer's file must be started anew
 
 # The writer's tables that stay private: large (the id index) or bookkeeping only.
 PRIVATE = ("events_keys", "compliance_events_keys", "landing_files", "load_batches",
-           "warehouse_meta")
+           "warehouse_meta", "stg_events", "stg_removed", "mart_watermarks")
 
 
 def sql(name: str) -> str:
