@@ -168,7 +168,7 @@ def refresh(con: duckdb.DuckDBPyConnection, marts: list[Mart] | tuple[Mart, ...]
                     f"SELECT * FROM stg_events WHERE changed > {since} AND changed <= {upto} "
                     f"UNION ALL SELECT * FROM stg_removed WHERE changed > {since} "
                     f"AND changed <= {upto}")
-        con.execute("CREATE OR REPLACE TEMP VIEW new_windows AS SELECT w.* FROM landing_windows w "
+        con.execute("CREATE OR REPLACE TEMP VIEW mart_new_windows AS SELECT w.* FROM landing_windows w "
                     "LEFT JOIN mart_watermarks m ON m.name = 'window:' || w.source "
                     "WHERE w.window_seq > coalesce(m.value, 0)")
         newest = con.execute("SELECT max(processed) FROM mart_changes").fetchall()[0][0]
@@ -194,7 +194,7 @@ def refresh(con: duckdb.DuckDBPyConnection, marts: list[Mart] | tuple[Mart, ...]
                                  keys, rows, now, processed))
         con.execute("INSERT OR REPLACE INTO mart_watermarks VALUES (?, ?)", [WATERMARK, upto])
         con.execute("INSERT OR REPLACE INTO mart_watermarks SELECT 'window:' || source, "
-                    "max(window_seq) FROM new_windows GROUP BY source")
+                    "max(window_seq) FROM mart_new_windows GROUP BY source")
         con.execute("DELETE FROM stg_removed WHERE changed <= ?", [upto])
     return out
 
@@ -226,11 +226,11 @@ def _scope_macros(con: duckdb.DuckDBPyConnection, mart: Mart, *, full: bool) -> 
     `scope_floor()`: a constant lower bound on `processed` for marts keyed by its hour, so the
     scan skips older row groups."""
     if full:
-        run_script(con, "CREATE OR REPLACE TEMP MACRO in_scope(k) AS true;\n"
+        run_script(con, "CREATE OR REPLACE TEMP MACRO in_scope(scoped_key) AS true;\n"
                         "CREATE OR REPLACE TEMP MACRO scope_floor() AS '-infinity'::TIMESTAMPTZ;")
         return
-    run_script(con, f"CREATE OR REPLACE TEMP MACRO in_scope(k) AS "
-                    f"k IN (SELECT k FROM scope_{mart.name});")
+    run_script(con, f"CREATE OR REPLACE TEMP MACRO in_scope(scoped_key) AS "
+                    f"scoped_key IN (SELECT k FROM scope_{mart.name});")
     floor = "'-infinity'::TIMESTAMPTZ"
     if mart.unique_key == "hour_utc":
         (first,) = con.execute(f"SELECT min(k) FROM scope_{mart.name}").fetchall()[0]
