@@ -72,7 +72,7 @@ def marts_asset(available: list[marts.Mart], tables: list[str]) -> dg.AssetsDefi
             context.log.info(f"{r.mart}: {r.mode}, {r.keys} key(s), {r.rows} row(s) written")
             yield dg.MaterializeResult(asset_key=r.mart, metadata={
                 "dagster/row_count": total, "refresh": r.mode, "keys_refreshed": r.keys,
-                "rows_written": r.rows,
+                "rows_written": r.rows, "seconds": round(r.seconds, 3),
                 "refreshed_at": dg.MetadataValue.timestamp(r.refreshed_at),
                 "newest_processed": dg.MetadataValue.timestamp(r.newest_processed)
                 if r.newest_processed else dg.MetadataValue.null(),

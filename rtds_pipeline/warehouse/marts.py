@@ -17,7 +17,7 @@ import datetime as dt
 import functools
 import json
 import re
-from pathlib import Path
+import time
 
 import duckdb
 
@@ -142,6 +142,7 @@ class Refreshed:
     rows: int  # rows written
     refreshed_at: dt.datetime
     newest_processed: dt.datetime | None
+    seconds: float = 0.0  # time this mart's refresh took
 
 
 def prepare(con: duckdb.DuckDBPyConnection) -> None:
@@ -178,6 +179,7 @@ def refresh(con: duckdb.DuckDBPyConnection, marts: list[Mart] | tuple[Mart, ...]
             "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
             "AND NOT temporary").fetchall()}
         for mart in marts:
+            t0 = time.perf_counter()
             if full or mart.name not in exists or rebuilt & set(mart.reads):
                 rows, keys = _full(con, mart), 0
                 rebuilt.add(mart.name)
@@ -191,7 +193,7 @@ def refresh(con: duckdb.DuckDBPyConnection, marts: list[Mart] | tuple[Mart, ...]
             con.execute("INSERT OR REPLACE INTO mart_freshness VALUES (?, ?, ?)",
                         [mart.name, now, processed])
             out.append(Refreshed(mart.name, "full" if mart.name in rebuilt else "incremental",
-                                 keys, rows, now, processed))
+                                 keys, rows, now, processed, time.perf_counter() - t0))
         con.execute("INSERT OR REPLACE INTO mart_watermarks VALUES (?, ?)", [WATERMARK, upto])
         con.execute("INSERT OR REPLACE INTO mart_watermarks SELECT 'window:' || source, "
                     "max(window_seq) FROM mart_new_windows GROUP BY source")

@@ -42,7 +42,7 @@ def next_change(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def stage(con: duckdb.DuckDBPyConnection, kind: str, rows_query: str,
-          params: dict[str, object] | None = None) -> int:
+          params: dict[str, object] | list[object] | None = None) -> int:
     """Append the staging of new rows (`rows_query`, shaped like events); returns their change."""
     change = next_change(con)
     stage_with(con, kind, rows_query, params or {}, change)
@@ -77,7 +77,7 @@ def restage_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[objec
 
 
 def stage_with(con: duckdb.DuckDBPyConnection, kind: str, rows_query: str,
-               params: dict[str, object], change: int) -> None:
+               params: dict[str, object] | list[object], change: int) -> None:
     con.execute(f"INSERT INTO stg_events SELECT {change}, key_hi(md5_number(id)), * FROM "
                 f"({staging_sql('(' + rows_query + chr(10) + ')', kind)})", params)
 
