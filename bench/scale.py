@@ -33,7 +33,7 @@ from rtds_pipeline.lake.storage import open_lake
 from rtds_pipeline.lake.writer import LandingWriter
 from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.warehouse import events as wh
-from rtds_pipeline.warehouse import marts, staging
+from rtds_pipeline.warehouse import marts
 from rtds_pipeline.warehouse.delta import DeltaEvents
 from rtds_pipeline.warehouse.store import Warehouse
 
@@ -80,8 +80,7 @@ def prefill(lake, warehouse: Warehouse, n: int, with_marts: bool = False
                     "rtds_offset::UBIGINT, source FROM read_parquet(?, hive_partitioning = true)",
                     [files])
         if with_marts:
-            staging.stage(con, "events", "SELECT * FROM read_parquet(?, hive_partitioning = true, "
-                          "hive_types = {'occurred_date': DATE})", [files])
+            wh.refresh_views(con, lake)
             marts.refresh(con, full=True)
         sample = con.execute("SELECT id, session_id FROM read_parquet(?) USING SAMPLE 2000 ROWS",
                              [files]).fetchall()

@@ -34,9 +34,6 @@ TABLES = {"events": "events", "compliance": "compliance_events"}  # what a sourc
 
 LOAD_BYTES = 64 << 20  # landed Parquet per load batch (one window at least): bounds its cost
 REBUILD_BYTES = 1 << 30  # landed Parquet per rebuild pass
-# Copies of ids kept in the same day by an earlier load (as load_window_end.sql records them).
-LATE_COPIES = ("SELECT id, n FROM stage_probe WHERE kept_day = day "
-               "AND (kept_pos, kept_source) < (pos, source)")
 
 
 @dataclasses.dataclass
@@ -303,7 +300,7 @@ def _load_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: in
             result.quarantined = _quarantine(con, table)
             # The marts' change log moves with the keys: the new rows, then later copies.
             staging.stage(con, kind, table_sql("load_window_rows", table))
-            staging.add_late_copies(con, kind, LATE_COPIES)
+            staging.add_late_copies(con, kind, "SELECT id, n FROM stage_late_copies")
             run_script(con, table_sql("load_window_end", table), {"batch": batch})
             _finish_batch(con, table, batch, new_rows)
         result.check = _check_load(con, table, files)

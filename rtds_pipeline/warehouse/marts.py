@@ -22,11 +22,11 @@ import time
 import duckdb
 
 from rtds_pipeline.warehouse import staging
+from rtds_pipeline.warehouse.events import TABLES
 from rtds_pipeline.warehouse.store import run_script, transaction
 
 MART_DIR = staging.MART_DIR
 WATERMARK = "change"  # mart_watermarks: the last change of stg_events the marts include
-STREAMS = {"events": "events", "compliance": "compliance_events"}  # stg_events.stream → table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +154,13 @@ def prepare(con: duckdb.DuckDBPyConnection) -> None:
 def refresh(con: duckdb.DuckDBPyConnection, marts: list[Mart] | tuple[Mart, ...] = MARTS, *,
             full: bool = False) -> list[Refreshed]:
     """Bring the marts up to the staging's newest change, in one transaction: incrementally
-    (the keys changed rows touch), or in full (`full`, a mart that does not exist yet, or one
-    that reads a mart rebuilt in full)."""
+    (the keys changed rows touch), or in full (`full`: the staging recomputed from the
+    `events` / `compliance_events` views and every mart from it, O(history); a mart that does
+    not exist yet, or one that reads a mart rebuilt in full)."""
     prepare(con)
+    if full:  # from the tables themselves: the staging too is recomputed
+        with transaction(con):
+            staging.restage_all(con, TABLES)
     watermarks = dict(con.execute("SELECT name, value FROM mart_watermarks").fetchall())
     since = watermarks.get(WATERMARK, 0)
     upto = con.execute(
