@@ -210,6 +210,7 @@ def _full(con: duckdb.DuckDBPyConnection, mart: Mart) -> int:
                 f"SELECT k FROM ({mart.touched_query}) LIMIT 0")
     _scope_macros(con, mart, full=True)
     con.execute(f"CREATE OR REPLACE TABLE {mart.name} AS {mart.query}")
+    _record_patch(con, mart, whole=True)
     return con.execute(f"SELECT count(*) FROM {mart.name}").fetchall()[0][0]
 
 
@@ -224,7 +225,27 @@ def _incremental(con: duckdb.DuckDBPyConnection, mart: Mart) -> tuple[int, int]:
     con.execute(f"DELETE FROM {mart.name} WHERE {mart.unique_key} IN "
                 f"(SELECT k FROM scope_{mart.name})")
     rows = con.execute(f"INSERT INTO {mart.name} {mart.query}").fetchall()[0][0]
+    _record_patch(con, mart, whole=False)
     return keys, rows
+
+
+def _record_patch(con: duckdb.DuckDBPyConnection, mart: Mart, *, whole: bool) -> None:
+    """Tell the next publish (warehouse/store.py) which keys of the mart changed since the last
+    one — or that it changed whole — so it patches the published copy instead of copying it."""
+    con.execute("CREATE TEMP TABLE IF NOT EXISTS publish_patches (table_name VARCHAR PRIMARY KEY, "
+                "key_column VARCHAR, keys_table VARCHAR, whole BOOLEAN, base TIMESTAMPTZ)")
+    keys = f"patch_keys_{mart.name}"
+    if not con.execute("SELECT count(*) FROM publish_patches WHERE table_name = ?",
+                       [mart.name]).fetchall()[0][0]:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {keys} AS SELECT k FROM scope_{mart.name} LIMIT 0")
+        # base: the refresh the patches start from; only a snapshot showing it can be patched.
+        con.execute("INSERT INTO publish_patches SELECT ?, ?, ?, false, (SELECT refreshed_at "
+                    "FROM mart_freshness WHERE mart = ?)", [mart.name, mart.unique_key, keys,
+                                                            mart.name])
+    if whole:
+        con.execute("UPDATE publish_patches SET whole = true WHERE table_name = ?", [mart.name])
+    else:
+        con.execute(f"INSERT INTO {keys} SELECT k FROM scope_{mart.name}")
 
 
 def _scope_macros(con: duckdb.DuckDBPyConnection, mart: Mart, *, full: bool) -> None:
