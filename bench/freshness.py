@@ -35,14 +35,15 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=90, help="seconds before measuring")
     ap.add_argument("--no-quirks", action="store_true", help="test server without its quirks")
     ap.add_argument("--rate", type=float, default=200, help="live events per second")
+    ap.add_argument("--ports", default="8731,3031", help="test server and UI ports")
     args = ap.parse_args()
     tmp = Path(scratch_dir("bench-fresh-"))
     home = tmp / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home)
     env = {**os.environ, "DAGSTER_HOME": str(home), "RTDS_LAKE_URL": str(tmp / "lake"),
-           "RTDS_WAREHOUSE": str(tmp / "warehouse.duckdb"), "RTDS_TESTSERVER_PORT": "8731",
-           "RTDS_UI_PORT": "3031", "RTDS_TESTSERVER_BACKLOG": "20000",
+           "RTDS_WAREHOUSE": str(tmp / "warehouse.duckdb"), "RTDS_TESTSERVER_PORT": args.ports.split(",")[0],
+           "RTDS_UI_PORT": args.ports.split(",")[1], "RTDS_TESTSERVER_BACKLOG": "20000",
            "RTDS_TESTSERVER_QUIRKS": "0" if args.no_quirks else "1",
            "RTDS_TESTSERVER_RATE": str(args.rate),
            # The server keeps the whole run: a slow pipeline shows as lag, not as expired events.
@@ -56,6 +57,8 @@ def main() -> int:
         start = time.time()
         seen: dict[str, float] = {}
         delays: list[tuple[float, float]] = []  # (seconds since start, delay)
+        # (seconds since start, mart, newest processed in events − newest processed in the mart)
+        behind: list[tuple[float, str, float]] = []
         while time.time() < start + args.minutes * 60:
             time.sleep(1)
             if not warehouse.exists():
@@ -65,9 +68,15 @@ def main() -> int:
                 con = duckdb.connect(str(warehouse), read_only=True)
                 rows = con.execute("SELECT id, epoch_ms(processed) FROM events WHERE processed > "
                                    "to_timestamp(?)", [start]).fetchall()
+                newest = con.execute("SELECT epoch(max(processed)) FROM events").fetchall()[0][0]
+                fresh = con.execute("SELECT mart, epoch(newest_processed) FROM mart_freshness"
+                                    ).fetchall() if con.execute(
+                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'mart_freshness'"
+                ).fetchall()[0][0] else []
                 con.close()
             except duckdb.Error:
                 continue
+            behind.extend((now - start, mart, newest - p) for mart, p in fresh if newest and p)
             for id_, processed_ms in rows:
                 if id_ not in seen:
                     seen[id_] = now
@@ -85,6 +94,14 @@ def main() -> int:
             if len(part) >= 20:
                 print(f"  {label}: p95 {statistics.quantiles(part, n=100)[94]:.1f} s "
                       f"({len(part):,} events)")
+        print("marts behind events by mart_freshness (newest processed in events − in the mart):")
+        for mart in sorted({m for _, m, _ in behind}):
+            whole = [b for _, m, b in behind if m == mart]
+            last = [b for t, m, b in behind if m == mart and t >= end - 240]
+            if len(last) >= 20:
+                print(f"  {mart}: p95 {statistics.quantiles(whole, n=100)[94]:.1f} s over the run, "
+                      f"last 4 minutes p95 {statistics.quantiles(last, n=100)[94]:.1f} s, "
+                      f"max {max(last):.1f} s")
         return 0
     finally:
         proc.send_signal(signal.SIGTERM)

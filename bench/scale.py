@@ -1,5 +1,5 @@
-"""`python -m bench.scale [--sizes 250000,1000000,4000000,16000000] [--runs 3]`: does one window's
-cost grow with the size of its day?
+"""`python -m bench.scale [--sizes 250000,1000000,4000000,16000000] [--runs 3] [--marts]`: does one
+window's cost grow with the size of its day?
 
 For each size N: one occurred day pre-filled with N events (the Delta day and the id index as
 the loads leave them), then `--runs` windows of 10,000 events each landing into that same day
@@ -7,6 +7,12 @@ the loads leave them), then `--runs` windows of 10,000 events each landing into 
 landing commit to its rows being visible in `events` to a new reader of warehouse.duckdb:
 manifest sync, load, the window's checks, publish, and the reader's query. Prints the median per
 size and the ratio to the smallest size (target: ≤ 1.5× from 250k to 16M, and ≤ 3 s).
+
+`--marts`: the history runs at 250k events a day up to that day, is also in the marts' staging
+and every mart is built (in full), and
+each window is followed by a marts refresh (incremental: the keys the window touched; 2 % of its
+events close sessions of the history) and its publish, measured apart: the cost of refreshing
+the marts after one 10k-event window (target: ≤ 1.5× from 250k to 16M), with each mart's share.
 """
 
 from __future__ import annotations
@@ -27,18 +33,18 @@ from rtds_pipeline.lake.storage import open_lake
 from rtds_pipeline.lake.writer import LandingWriter
 from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.warehouse import events as wh
+from rtds_pipeline.warehouse import marts
 from rtds_pipeline.warehouse.delta import DeltaEvents
 from rtds_pipeline.warehouse.store import Warehouse
 
 DAY = "2026-11-20"
 WINDOW = 10_000
+DAILY = 250_000  # events a day of history with --marts
 SOURCE = SourceConfig("events")
 # A realistic OPEN event's envelope and body (~600 bytes of JSON, like the test server's).
 PREFILL = f"""
-SELECT uuid()::VARCHAR AS id, 'OPEN' AS type,
-       TIMESTAMPTZ '{DAY} 00:00:00+00' + to_microseconds((i * 86400000000 // $n)::BIGINT) AS occurred,
-       TIMESTAMPTZ '{DAY} 00:00:00+00' + to_microseconds((i * 86400000000 // $n)::BIGINT) AS processed,
-       DATE '{DAY}' AS occurred_date, (1000000000000 + i)::VARCHAR AS rtds_offset, 1 AS copies,
+SELECT uuid()::VARCHAR AS id, 'OPEN' AS type, t AS occurred, t AS processed,
+       (t AT TIME ZONE 'UTC')::DATE AS occurred_date, (1000000000000 + i)::VARCHAR AS rtds_offset, 1 AS copies,
        'events' AS source, 'IOS' AS device_type, uuid()::VARCHAR AS channel,
        NULL::VARCHAR AS named_user_id, uuid()::VARCHAR AS contact_id, NULL::VARCHAR AS push_id,
        NULL::VARCHAR AS group_id, uuid()::VARCHAR AS session_id, NULL::VARCHAR AS triggering_push_id,
@@ -51,36 +57,53 @@ SELECT uuid()::VARCHAR AS id, 'OPEN' AS type,
        '"locale_country_code":"US","locale_language_code":"en","push_opt_in":"true"}}}},' ||
        '"body":{{"session_id":"' || uuid() || '"}},"occurred":"{DAY}T00:00:00.000Z",' ||
        '"processed":"{DAY}T00:00:00.000Z","user":{{"contact_id":"' || uuid() || '"}}}}' AS raw
-FROM range($n) t(i)
+FROM (SELECT i, TIMESTAMPTZ '{DAY} 00:00:00+00'
+                 + to_microseconds(((i - $n + $per_day) * 86400000000 // $per_day)::BIGINT) AS t
+      FROM range($n) r(i))
 """
 
 
-def prefill(lake, warehouse: Warehouse, n: int) -> list[str]:
-    """One day of N events in the Delta table and the id index; returns some of its ids."""
+def prefill(lake, warehouse: Warehouse, n: int, with_marts: bool = False
+            ) -> tuple[list[str], list[str]]:
+    """One day of N events in the Delta table and the id index (and, `with_marts`, the staging
+    and every mart); returns some of its ids and session ids."""
     with warehouse.writer(publish=False) as con:
         con.execute("SET preserve_insertion_order = false")
-        reader = con.sql(PREFILL, params={"n": n}).to_arrow_reader()
+        # The events bench puts all N in DAY; with the marts, the history is N events at a
+        # steady 250k a day ending with DAY (a day's or an hour's size then does not grow with
+        # the history: the daily marts and stream_health recompute whole days or hours).
+        per_day = min(n, DAILY) if with_marts else n
+        reader = con.sql(PREFILL, params={"n": n, "per_day": per_day}).to_arrow_reader()
         DeltaEvents(lake, "events").append(reader, "bench-prefill", 1)
         files = DeltaEvents(lake, "events").files()
         con.execute("INSERT INTO events_keys SELECT key_hi(md5_number(id)), key_lo(md5_number(id)), occurred_date, "
                     "rtds_offset::UBIGINT, source FROM read_parquet(?, hive_partitioning = true)",
                     [files])
-        return [r[0] for r in con.execute(
-            "SELECT id FROM read_parquet(?) USING SAMPLE 2000 ROWS", [files]).fetchall()]
+        if with_marts:
+            wh.refresh_views(con, lake)
+            marts.refresh(con, full=True)
+        sample = con.execute("SELECT id, session_id FROM read_parquet(?) USING SAMPLE 2000 ROWS",
+                             [files]).fetchall()
+        return [r[0] for r in sample], [r[1] for r in sample]
 
 
-def land_window(lake, seq: int, first_offset: int, old_ids: list[str]) -> Commit:
-    """10,000 events of DAY as one committed window; 3 % are copies of ids already kept."""
+def land_window(lake, seq: int, first_offset: int, old_ids: list[str],
+                old_sessions: list[str]) -> Commit:
+    """10,000 events of DAY as one committed window; 3 % are copies of ids already kept, 2 %
+    close sessions of the history."""
     lines = []
     for i in range(WINDOW):
         id_ = old_ids[i % len(old_ids)] if i % 33 == 0 else f"w{seq}-{i}"
         t = f"{DAY}T{(i * 7) % 24:02d}:{i % 60:02d}:{(i * 13) % 60:02d}.000Z"
+        closes = i % 50 == 1
         lines.append(orjson.dumps({
-            "id": id_, "type": "OPEN", "offset": str(first_offset + i), "occurred": t,
-            "processed": t, "device": {"channel": f"c{i % 977}", "device_type": "IOS",
-                                       "attributes": {"app_version": "5.2.1",
-                                                      "locale_country_code": "US"}},
-            "body": {"session_id": f"s{seq}-{i // 5}"}, "user": {"contact_id": f"u{i % 977}"}}))
+            "id": id_, "type": "CLOSE" if closes else "OPEN", "offset": str(first_offset + i),
+            "occurred": t, "processed": t,
+            "device": {"channel": f"c{i % 977}", "device_type": "IOS",
+                       "attributes": {"app_version": "5.2.1", "locale_country_code": "US"}},
+            "body": {"session_id": old_sessions[i % len(old_sessions)] if closes
+                     else f"s{seq}-{i // 5}"},
+            "user": {"contact_id": f"u{i % 977}"}}))
     log = CommitLog(lake, SOURCE.key)
     last = log.latest()
     writer = LandingWriter(lake, SOURCE.key, seq)
@@ -97,9 +120,10 @@ def land_window(lake, seq: int, first_offset: int, old_ids: list[str]) -> Commit
     return commit
 
 
-def one_window(lake, warehouse: Warehouse, seq: int, old_ids: list[str]) -> float:
+def one_window(lake, warehouse: Warehouse, seq: int, old_ids: list[str],
+               old_sessions: list[str]) -> float:
     """Seconds from a window's landing commit to its rows visible to a new reader."""
-    land_window(lake, seq, 2_000_000_000_000 + seq * WINDOW, old_ids)
+    land_window(lake, seq, 2_000_000_000_000 + seq * WINDOW, old_ids, old_sessions)
     t0 = time.perf_counter()
     with warehouse.writer() as con:
         wh.sync_manifest(con, lake, [SOURCE])
@@ -115,29 +139,66 @@ def one_window(lake, warehouse: Warehouse, seq: int, old_ids: list[str]) -> floa
     return seconds
 
 
+def refresh_marts(warehouse: Warehouse) -> tuple[float, dict[str, float]]:
+    """Seconds to refresh every mart after a window and publish them (to a new reader's view of
+    mart_freshness), and each mart's share."""
+    t0 = time.perf_counter()
+    with warehouse.writer() as con:
+        t1 = time.perf_counter()
+        done = marts.refresh(con)
+        t2 = time.perf_counter()
+    con = duckdb.connect(str(warehouse.path), read_only=True)
+    modes = {m for (m,) in con.execute("SELECT DISTINCT newest_processed IS NOT NULL "
+                                       "FROM mart_freshness").fetchall()}
+    con.close()
+    seconds = time.perf_counter() - t0
+    assert modes == {True} and {r.mode for r in done} == {"incremental"}, (modes, done)
+    # Besides the marts: opening the writer, its checkpoint and the publish (copies the marts).
+    return seconds, {**{r.mart: r.seconds for r in done},
+                     "open": t1 - t0, "checkpoint+publish": seconds - (t2 - t0)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="250000,1000000,4000000,16000000")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--marts", action="store_true", help="also refresh the marts after each window")
     args = ap.parse_args()
-    results = {}
+    results, mart_results, shares = {}, {}, {}
     for n in (int(s) for s in args.sizes.split(",")):
         root = Path(scratch_dir(f"bench-scale-{n}-"))
         lake = open_lake(str(root / "lake"))
         warehouse = Warehouse(root / "warehouse.duckdb", lake, memory_limit="2GB")
         t0 = time.perf_counter()
-        old_ids = prefill(lake, warehouse, n)
+        old_ids, old_sessions = prefill(lake, warehouse, n, args.marts)
         print(f"{n:>11,} events in {DAY}: prefilled in {time.perf_counter() - t0:.0f} s", flush=True)
-        one_window(lake, warehouse, 1, old_ids)  # warm-up: first open, first publish
-        runs = [one_window(lake, warehouse, 2 + r, old_ids) for r in range(args.runs)]
+        one_window(lake, warehouse, 1, old_ids, old_sessions)  # warm-up: first open, first publish
+        if args.marts:
+            refresh_marts(warehouse)
+        runs, mart_runs = [], []
+        for r in range(args.runs):
+            runs.append(one_window(lake, warehouse, 2 + r, old_ids, old_sessions))
+            if args.marts:
+                mart_runs.append(refresh_marts(warehouse))
         results[n] = statistics.median(runs)
         print(f"{n:>11,}: one 10k-event window {results[n]:.2f} s (runs "
               f"{', '.join(f'{r:.2f}' for r in runs)})", flush=True)
+        if args.marts:
+            mart_results[n] = statistics.median(s for s, _ in mart_runs)
+            shares[n] = {m: statistics.median(p[m] for _, p in mart_runs) for m in mart_runs[0][1]}
+            print(f"{n:>11,}: marts refresh + publish {mart_results[n]:.2f} s (runs "
+                  f"{', '.join(f'{s:.2f}' for s, _ in mart_runs)}); per mart "
+                  + ", ".join(f"{m} {v:.2f}" for m, v in shares[n].items()), flush=True)
         shutil.rmtree(root, ignore_errors=True)
     base = results[min(results)]
     print("\nsize          median   ratio to smallest")
     for n, s in results.items():
         print(f"{n:>11,}  {s:6.2f} s   {s / base:.2f}x")
+    if mart_results:
+        base = mart_results[min(mart_results)]
+        print("\nmarts after one window: size, median refresh + publish, ratio to smallest")
+        for n, s in mart_results.items():
+            print(f"{n:>11,}  {s:6.2f} s   {s / base:.2f}x")
     return 0
 
 

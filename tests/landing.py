@@ -58,10 +58,8 @@ def build_warehouse(tmp_path, lake, sources=SOURCES) -> duckdb.DuckDBPyConnectio
         for kind in ("events", "compliance"):
             wh.load_pending(con, lake, kind)
         wh.refresh_views(con, lake)
-        days = [r[0] for r in con.execute(
-            "SELECT DISTINCT occurred_date::VARCHAR FROM events").fetchall()]
+        marts.refresh(con)
         for mart in marts.MARTS:
-            marts.refresh(con, mart, days)
             assert marts.grain_duplicates(con, mart) == 0, mart.name
             assert marts.violations(con, mart)[0] == 0, mart.name
     return warehouse.reader()

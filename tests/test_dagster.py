@@ -49,7 +49,8 @@ def execute(defs, instance, request):
             instance=instance, tags=request.tags)
     else:
         result = dg.materialize(
-            [defs.get_assets_def(k) for k in request.asset_selection], instance=instance,
+            list({id(a): a for a in map(defs.get_assets_def, request.asset_selection)}.values()),
+            instance=instance,
             tags=request.tags, resources=defs.resources)
     assert result.success
     return result
@@ -157,6 +158,8 @@ def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_ser
     defs = build_definitions(settings)
     srv.arm(Fault("reset", after=1500))
     with dg.instance_for_test() as instance:
+        # The automation sensor's first tick only records where it starts.
+        start = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         cursor = None
         for round_ in range(3):
             result = tick(defs, instance, cursor=cursor)
@@ -170,12 +173,20 @@ def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_ser
         comp = tick(defs, instance, name="rtds_compliance")
         for request in comp.run_requests:
             execute(defs, instance, request)
-        # The marts sensor sees the new partitions and refreshes every mart in one run.
-        marts_tick = tick(defs, instance, name="rtds_marts")
-        [marts_run] = marts_tick.run_requests
-        assert set(marts_run.asset_selection) == {dg.AssetKey(m.name) for m in MARTS}
-        execute(defs, instance, marts_run)
-        assert tick(defs, instance, name="rtds_marts", cursor=marts_tick.cursor).skip_reason
+        # Declarative automation sees the new partitions and refreshes every mart in one run;
+        # then nothing changed, nothing is requested.
+        evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                                       cursor=start.cursor)
+        assert all(evaluation.get_num_requested(dg.AssetKey(m.name)) == 1 for m in MARTS)
+        assert dg.materialize([defs.get_assets_def(MARTS[0].name)], instance=instance,
+                              resources=defs.resources).success
+        again = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                                  cursor=evaluation.cursor)
+        assert again.total_requested == 0
+        with duckdb.connect(settings.warehouse_path, read_only=True) as con:
+            fresh = dict(con.execute("SELECT mart, newest_processed FROM mart_freshness").fetchall())
+            newest = con.execute("SELECT max(processed) FROM events").fetchall()[0][0]
+        assert set(fresh) == {m.name for m in MARTS} and set(fresh.values()) == {newest}
         # The checks ran and passed on every run.
         keys = [dg.AssetCheckKey(dg.AssetKey("events"), n) for n in ("unique_id", "reconciliation")]
         keys += [dg.AssetCheckKey(dg.AssetKey(m.name), n) for m in MARTS

@@ -381,3 +381,30 @@ def test_marts_on_test_server_data_are_consistent(tmp_path):
     bad = con.execute("SELECT count(*) FROM push_performance "
                       "WHERE sends > 0 AND direct_open_channels > sends").fetchall()[0][0]
     assert bad == 0
+
+
+def test_each_mart_header_agrees_with_its_sql(con):
+    """The header is the registry: its grain and unique key are columns of the mart, the grain
+    is unique (build_warehouse checks it) and lies within one unique key (a refresh deletes and
+    recomputes whole keys), its Refresh line says daily exactly for marts keyed by day, and the
+    tables it reads are the staging, the windows or other marts."""
+    known = {"stg_events", "landing_windows", *marts.BY_NAME}
+    for mart in marts.MARTS:
+        columns = {r[0] for r in con.execute(f"DESCRIBE {mart.name}").fetchall()}
+        assert set(mart.grain) <= columns and mart.unique_key in columns, mart.name
+        split = con.execute(
+            f"SELECT count(*) FROM (SELECT {', '.join(mart.grain)} FROM {mart.name} GROUP BY ALL "
+            f"HAVING count(DISTINCT {mart.unique_key}) > 1)").fetchall()[0][0]
+        assert split == 0, mart.name
+        refresh = next(line for line in mart.description.split("Refresh: ")[1:])
+        assert refresh.startswith("daily" if mart.daily else "incremental"), mart.name
+        assert set(mart.reads) <= known and "events" not in mart.reads, (mart.name, mart.reads)
+
+
+def test_a_header_that_disagrees_is_refused():
+    sql = marts.BY_NAME["sessions"].query
+    with pytest.raises(ValueError, match="Unique key"):
+        marts.parse_header("sessions", sql.replace("-- Unique key: session_id\n", ""))
+    assert marts.tables_read(sql) == ("stg_events",)
+    assert marts.BY_NAME["consent_current"].reads == ("consent_ledger",)
+    assert set(marts.BY_NAME["stream_health"].reads) == {"stg_events", "landing_windows"}

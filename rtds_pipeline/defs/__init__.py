@@ -14,7 +14,7 @@ from rtds_pipeline.defs.assets import (
     maintenance_schedule,
 )
 from rtds_pipeline.defs.lake import housekeeping_job, housekeeping_schedule
-from rtds_pipeline.defs.marts import mart_asset, marts_sensor
+from rtds_pipeline.defs.marts import marts_asset, marts_sensor
 from rtds_pipeline.defs.resources import RtdsResource
 from rtds_pipeline.defs.sensors import source_sensor, stream_lag_check
 from rtds_pipeline.settings import Settings
@@ -36,12 +36,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             jobs += [loads[kind], maintenance]
             schedules.append(maintenance_schedule(maintenance))
     available = marts_for({s.feeds for s in settings.sources})
-    assets.extend(mart_asset(m, partitions) for m in available)
     tables = [TABLES[kind] for kind in loads]
+    if available:
+        assets.append(marts_asset(available, tables))
     sensors = [source_sensor(s, settings, loads[s.feeds]) for s in settings.sources]
     if available:
-        sensors.append(marts_sensor(tables, [dg.AssetKey(m.name) for m in available],
-                                    settings.marts_seconds))
+        sensors.append(marts_sensor(available, settings.marts_seconds))
     housekeeping = housekeeping_job(settings)
     jobs.append(housekeeping)
     schedules.append(housekeeping_schedule(housekeeping, settings))

@@ -26,6 +26,7 @@ import pyarrow as pa
 from rtds_pipeline.lake.commits import WINDOW, CommitLog
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.settings import SourceConfig
+from rtds_pipeline.warehouse import staging
 from rtds_pipeline.warehouse.delta import DeltaEvents
 from rtds_pipeline.warehouse.store import remove_tree, run_script, sql, transaction
 
@@ -102,6 +103,7 @@ def prepare(con: duckdb.DuckDBPyConnection) -> None:
     for table in TABLES.values():
         con.execute(table_sql("table_schema", table))
     con.execute(sql("landed"))
+    staging.prepare(con)
 
 
 # -- the manifest --------------------------------------------------------------------------
@@ -297,6 +299,9 @@ def _load_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: in
             "AND (pos, source) < (kept_pos, kept_source)").fetchall()
         with transaction(con):
             result.quarantined = _quarantine(con, table)
+            # The marts' change log moves with the keys: the new rows, then later copies.
+            staging.stage(con, kind, table_sql("load_window_rows", table))
+            staging.add_late_copies(con, kind, "SELECT id, n FROM stage_late_copies")
             run_script(con, table_sql("load_window_end", table), {"batch": batch})
             _finish_batch(con, table, batch, new_rows)
         result.check = _check_load(con, table, files)
@@ -439,6 +444,9 @@ def _rebuild_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch:
                   .to_arrow_reader() if paths else _empty_rows(con))
         delta.replace_days(reader, days, _app_id(table), batch)
     with transaction(con):
+        staging.restage_days(con, kind, dates, "SELECT id, day FROM batch_beaten",
+                             table_sql("rebuild_rows", table) if paths else
+                             "SELECT * FROM events_columns", {"files": paths} if paths else {})
         run_script(con, table_sql("events_batch_end", table), {"days": dates, "batch": batch})
         rows = con.execute("SELECT count(*) FROM batch_final").fetchall()[0][0]
         _finish_batch(con, table, batch, rows)

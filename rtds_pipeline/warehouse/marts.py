@@ -1,120 +1,299 @@
-"""The marts: DuckDB tables built from `events` / `compliance_events` by one SQL file each
-(`warehouse/marts/<name>.sql`, grain and refresh documented at its top), each with a check
-(`<name>.check.sql`, returning the rows that break it) besides uniqueness of its grain."""
+"""The marts: DuckDB tables built from the staging (`stg_events`, warehouse/staging.py) by one SQL
+file each (`warehouse/marts/<name>.sql`), refreshed incrementally like dbt's models with a
+`unique_key`: the keys the changed rows touch (`<name>.touched.sql`) are deleted and computed
+again, every mart of a refresh in one transaction. A full refresh is the same SQL over
+everything. Each mart has a check (`<name>.check.sql`, the rows that break it) besides the
+uniqueness of its grain.
+
+The header of each SQL file is the only registry: its first line names the mart and says what it
+holds, then `-- Grain: col, col`, `-- Unique key: col` (`day` for a daily mart) and `-- Refresh:`
+in words; the tables it reads come from the SQL itself (DuckDB's parser).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
-from pathlib import Path
+import functools
+import json
+import re
+import time
 
 import duckdb
 
+from rtds_pipeline.warehouse import staging
 from rtds_pipeline.warehouse.events import TABLES
+from rtds_pipeline.warehouse.store import run_script, transaction
 
-MART_DIR = Path(__file__).parent / "marts"
-MACROS = MART_DIR / "_macros.sql"  # shared by several marts; temporary, per connection
+MART_DIR = staging.MART_DIR
+WATERMARK = "change"  # mart_watermarks: the last change of stg_events the marts include
 
 
 @dataclasses.dataclass(frozen=True)
 class Mart:
     name: str
     grain: tuple[str, ...]  # columns that identify a row
-    daily: bool  # refreshed per day partition (a `day` column, `$days` in the SQL)
-    reads: tuple[str, ...] = ("events",)  # tables (or marts) it is built from
+    unique_key: str  # the column a refresh deletes and recomputes by
+    description: str
+    reads: tuple[str, ...]  # tables (or marts) its SQL reads
+
+    @property
+    def daily(self) -> bool:
+        return self.unique_key == "day"
 
     @property
     def query(self) -> str:
-        return (MART_DIR / f"{self.name}.sql").read_text().strip().rstrip(";")
+        return _text(f"{self.name}.sql")
+
+    @property
+    def touched_query(self) -> str:
+        return _text(f"{self.name}.touched.sql")
 
     @property
     def check_query(self) -> str:
-        return (MART_DIR / f"{self.name}.check.sql").read_text().strip().rstrip(";")
+        return _text(f"{self.name}.check.sql")
 
     @property
-    def description(self) -> str:
-        lines = []
-        for line in self.query.splitlines():
-            if not line.startswith("--"):
-                break
-            lines.append(line[2:].strip())
-        return " ".join(lines)
+    def sources(self) -> tuple[str, ...]:
+        """The pipeline tables behind it: events and/or compliance_events, landing_windows."""
+        return tuple(t for t in self.reads if t != "stg_events")
 
 
-MARTS = (
-    Mart("push_performance", ("push_id", "variant_id"), daily=False),
-    Mart("daily_active_channels", ("day", "platform", "app_version", "country"), daily=True),
-    Mart("sessions", ("session_id",), daily=False),
-    Mart("custom_events_daily", ("day", "event_name"), daily=True),
-    Mart("in_app_funnel", ("push_id",), daily=False),
-    Mart("consent_ledger", ("event_id", "message_type"), daily=False,
-         reads=("events", "compliance_events")),
-    Mart("consent_current", ("address", "message_type"), daily=False, reads=("consent_ledger",)),
-    Mart("uninstalls", ("day", "platform"), daily=True),
-    Mart("stream_health", ("hour_utc",), daily=False,
-         reads=("events", "compliance_events", "landing_windows")),
-)
+def _text(file: str) -> str:
+    return (MART_DIR / file).read_text().strip().rstrip(";")
+
+
+def tables_read(sql: str) -> tuple[str, ...]:
+    """The tables a query reads (its CTEs left out), from DuckDB's own parse tree."""
+    tree = json.loads(duckdb.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
+    if tree.get("error"):
+        raise ValueError(f"cannot parse: {tree.get('error_message')}")
+    names: set[str] = set()
+    ctes: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE":
+                names.add(node["table_name"])
+            for entry in (node.get("cte_map") or {}).get("map", []):
+                ctes.add(entry["key"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree)
+    return tuple(sorted(names - ctes))
+
+
+def parse_header(name: str, sql: str) -> Mart:
+    """A mart from its SQL file's header comment."""
+    header = []
+    for line in sql.splitlines():
+        if not line.startswith("--"):
+            break
+        header.append(line[2:].strip())
+    fields = {}
+    for line in header:
+        m = re.match(r"(Grain|Unique key|Refresh):\s*(.*)", line)
+        if m:
+            fields[m.group(1)] = m.group(2)
+    missing = {"Grain", "Unique key", "Refresh"} - set(fields)
+    if missing or not header[0].startswith(f"{name}:"):
+        raise ValueError(f"warehouse/marts/{name}.sql: its header must start with '-- {name}: …' "
+                         f"and have the lines {sorted(missing) or ''} ('-- Grain: col, col', "
+                         "'-- Unique key: col', '-- Refresh: …')")
+    grain = tuple(c.strip() for c in fields["Grain"].split("(")[0].split(","))
+    return Mart(name, grain, fields["Unique key"].strip(), " ".join(header), tables_read(sql))
+
+
+@functools.cache
+def all_marts() -> tuple[Mart, ...]:
+    """Every mart, each after the marts it reads."""
+    found = {p.name[:-4]: parse_header(p.name[:-4], p.read_text())
+             for p in sorted(MART_DIR.glob("*.sql"))
+             if not p.name.startswith("_") and p.name.count(".") == 1}
+    ordered: list[Mart] = []
+    while len(ordered) < len(found):
+        for mart in found.values():
+            if mart not in ordered and all(r not in found or found[r] in ordered for r in mart.reads):
+                ordered.append(mart)
+    return tuple(ordered)
+
+
+MARTS = all_marts()
 BY_NAME = {m.name: m for m in MARTS}
 
 
 def marts_for(kinds: set[str]) -> list[Mart]:
-    """The marts whose tables the configured sources feed (a mart reading compliance_events
-    needs a compliance source; one reading another mart needs that mart)."""
-    tables = {TABLES[k] for k in kinds} | {"landing_windows"}
+    """The marts the configured sources feed: all of them read the staging of both tables; a mart
+    over compliance data only is still built (empty) without a compliance source."""
+    return list(MARTS) if "events" in kinds else []
+
+
+# -- refresh -------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Refreshed:
+    mart: str
+    mode: str  # incremental | full
+    keys: int  # unique keys recomputed (incremental)
+    rows: int  # rows written
+    refreshed_at: dt.datetime
+    newest_processed: dt.datetime | None
+    seconds: float = 0.0  # time this mart's refresh took
+
+
+def prepare(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE TABLE IF NOT EXISTS mart_watermarks (name VARCHAR PRIMARY KEY, value BIGINT)")
+    con.execute("CREATE TABLE IF NOT EXISTS mart_freshness (mart VARCHAR PRIMARY KEY, "
+                "refreshed_at TIMESTAMPTZ, newest_processed TIMESTAMPTZ)")
+
+
+def refresh(con: duckdb.DuckDBPyConnection, marts: list[Mart] | tuple[Mart, ...] = MARTS, *,
+            full: bool = False) -> list[Refreshed]:
+    """Bring the marts up to the staging's newest change, in one transaction: incrementally
+    (the keys changed rows touch), or in full (`full`: the staging recomputed from the
+    `events` / `compliance_events` views and every mart from it, O(history); a mart that does
+    not exist yet, or one that reads a mart rebuilt in full)."""
+    prepare(con)
+    if full:  # from the tables themselves: the staging too is recomputed
+        with transaction(con):
+            staging.restage_all(con, TABLES)
+    watermarks = dict(con.execute("SELECT name, value FROM mart_watermarks").fetchall())
+    since = watermarks.get(WATERMARK, 0)
+    upto = con.execute(
+        "SELECT greatest((SELECT max(changed) FROM stg_events WHERE changed > $s), "
+        "(SELECT max(changed) FROM stg_removed WHERE changed > $s))", {"s": since}
+    ).fetchall()[0][0] or since
     out = []
-    for mart in MARTS:
-        if all(t in tables for t in mart.reads):
-            out.append(mart)
-            tables.add(mart.name)
+    with transaction(con):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_changes AS "
+                    f"SELECT * FROM stg_events WHERE changed > {since} AND changed <= {upto} "
+                    f"UNION ALL SELECT * FROM stg_removed WHERE changed > {since} "
+                    f"AND changed <= {upto}")
+        con.execute("CREATE OR REPLACE TEMP VIEW mart_new_windows AS SELECT w.* FROM landing_windows w "
+                    "LEFT JOIN mart_watermarks m ON m.name = 'window:' || w.source "
+                    "WHERE w.window_seq > coalesce(m.value, 0)")
+        newest = con.execute("SELECT max(processed) FROM mart_changes").fetchall()[0][0]
+        rebuilt: set[str] = set()
+        now = dt.datetime.now(dt.UTC)
+        exists = {t for (t,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND NOT temporary").fetchall()}
+        for mart in marts:
+            t0 = time.perf_counter()
+            if full or mart.name not in exists or rebuilt & set(mart.reads):
+                rows, keys = _full(con, mart), 0
+                rebuilt.add(mart.name)
+                processed = con.execute("SELECT max(processed) FROM stg_events").fetchall()[0][0]
+            else:
+                keys, rows = _incremental(con, mart)
+                previous = con.execute("SELECT newest_processed FROM mart_freshness WHERE mart = ?",
+                                       [mart.name]).fetchall()
+                processed = max((p for p in (newest, previous[0][0] if previous else None) if p),
+                                default=None)
+            con.execute("INSERT OR REPLACE INTO mart_freshness VALUES (?, ?, ?)",
+                        [mart.name, now, processed])
+            out.append(Refreshed(mart.name, "full" if mart.name in rebuilt else "incremental",
+                                 keys, rows, now, processed, time.perf_counter() - t0))
+        con.execute("INSERT OR REPLACE INTO mart_watermarks VALUES (?, ?)", [WATERMARK, upto])
+        con.execute("INSERT OR REPLACE INTO mart_watermarks SELECT 'window:' || source, "
+                    "max(window_seq) FROM mart_new_windows GROUP BY source")
+        con.execute("DELETE FROM stg_removed WHERE changed <= ?", [upto])
     return out
 
 
-def refresh(con: duckdb.DuckDBPyConnection, mart: Mart, days: Sequence[str] = ()) -> int:
-    """Rebuild the mart (or its `days`) in one transaction; returns the rows written."""
-    con.execute(MACROS.read_text())
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if mart.daily:
-            dates = [dt.date.fromisoformat(d) for d in days]
-            con.execute(f"CREATE TABLE IF NOT EXISTS {mart.name} AS "
-                        f"SELECT * FROM ({mart.query}) LIMIT 0", {"days": []})
-            con.execute(f"DELETE FROM {mart.name} WHERE list_contains($days, day)", {"days": dates})
-            con.execute(f"INSERT INTO {mart.name} {mart.query}", {"days": dates})
-            written = con.execute(f"SELECT count(*) FROM {mart.name} WHERE list_contains($days, day)",
-                                  {"days": dates}).fetchall()[0][0]
-        else:
-            con.execute(f"CREATE OR REPLACE TABLE {mart.name} AS {mart.query}")
-            written = con.execute(f"SELECT count(*) FROM {mart.name}").fetchall()[0][0]
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    return written
+def _full(con: duckdb.DuckDBPyConnection, mart: Mart) -> int:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE scope_{mart.name} AS "
+                f"SELECT k FROM ({mart.touched_query}) LIMIT 0")
+    _scope_macros(con, mart, full=True)
+    con.execute(f"CREATE OR REPLACE TABLE {mart.name} AS {mart.query}")
+    _record_patch(con, mart, whole=True)
+    return con.execute(f"SELECT count(*) FROM {mart.name}").fetchall()[0][0]
 
 
-def grain_duplicates(con: duckdb.DuckDBPyConnection, mart: Mart) -> int:
+def _incremental(con: duckdb.DuckDBPyConnection, mart: Mart) -> tuple[int, int]:
+    """Delete the touched keys, insert them computed again; returns (keys, rows written)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE scope_{mart.name} AS "
+                f"SELECT DISTINCT k FROM ({mart.touched_query}) WHERE k IS NOT NULL")
+    keys = con.execute(f"SELECT count(*) FROM scope_{mart.name}").fetchall()[0][0]
+    if not keys:
+        return 0, 0
+    _scope_macros(con, mart, full=False)
+    con.execute(f"DELETE FROM {mart.name} WHERE {mart.unique_key} IN "
+                f"(SELECT k FROM scope_{mart.name})")
+    rows = con.execute(f"INSERT INTO {mart.name} {mart.query}").fetchall()[0][0]
+    _record_patch(con, mart, whole=False)
+    return keys, rows
+
+
+def _record_patch(con: duckdb.DuckDBPyConnection, mart: Mart, *, whole: bool) -> None:
+    """Tell the next publish (warehouse/store.py) which keys of the mart changed since the last
+    one — or that it changed whole — so it patches the published copy instead of copying it."""
+    con.execute("CREATE TEMP TABLE IF NOT EXISTS publish_patches (table_name VARCHAR PRIMARY KEY, "
+                "key_column VARCHAR, keys_table VARCHAR, whole BOOLEAN, base TIMESTAMPTZ)")
+    keys = f"patch_keys_{mart.name}"
+    if not con.execute("SELECT count(*) FROM publish_patches WHERE table_name = ?",
+                       [mart.name]).fetchall()[0][0]:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {keys} AS SELECT k FROM scope_{mart.name} LIMIT 0")
+        # base: the refresh the patches start from; only a snapshot showing it can be patched.
+        con.execute("INSERT INTO publish_patches SELECT ?, ?, ?, false, (SELECT refreshed_at "
+                    "FROM mart_freshness WHERE mart = ?)", [mart.name, mart.unique_key, keys,
+                                                            mart.name])
+    if whole:
+        con.execute("UPDATE publish_patches SET whole = true WHERE table_name = ?", [mart.name])
+    else:
+        con.execute(f"INSERT INTO {keys} SELECT k FROM scope_{mart.name}")
+
+
+def _scope_macros(con: duckdb.DuckDBPyConnection, mart: Mart, *, full: bool) -> None:
+    """`in_scope(key)`: is the key one this refresh recomputes (dbt's `is_incremental()` filter);
+    `scope_floor()`: a constant lower bound on `processed` for marts keyed by its hour, so the
+    scan skips older row groups."""
+    if full:
+        run_script(con, "CREATE OR REPLACE TEMP MACRO in_scope(scoped_key) AS true;\n"
+                        "CREATE OR REPLACE TEMP MACRO scope_floor() AS '-infinity'::TIMESTAMPTZ;")
+        return
+    run_script(con, f"CREATE OR REPLACE TEMP MACRO in_scope(scoped_key) AS "
+                    f"scoped_key IN (SELECT k FROM scope_{mart.name});")
+    floor = "'-infinity'::TIMESTAMPTZ"
+    if mart.unique_key == "hour_utc":
+        (first,) = con.execute(f"SELECT min(k) FROM scope_{mart.name}").fetchall()[0]
+        floor = f"TIMESTAMPTZ '{first.isoformat()}+00:00'"
+    con.execute(f"CREATE OR REPLACE TEMP MACRO scope_floor() AS {floor}")
+
+
+# -- checks and previews -------------------------------------------------------------------
+
+def _scoped(con: duckdb.DuckDBPyConnection, mart: Mart, sql: str, scoped: bool) -> str:
+    """`sql` over the keys this refresh recomputed only (each mart it names is filtered by its
+    unique key; marts that read each other share the key's domain)."""
+    if not scoped:
+        return sql
+    for other in MARTS:
+        sql = re.sub(rf"\b(FROM|JOIN)\s+{other.name}\b",
+                     rf"\1 (SELECT * FROM {other.name} WHERE {other.unique_key} IN "
+                     rf"(SELECT k FROM scope_{mart.name}))", sql)
+    return sql
+
+
+def grain_duplicates(con: duckdb.DuckDBPyConnection, mart: Mart, scoped: bool = False) -> int:
     cols = ", ".join(mart.grain)
-    return con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM {mart.name} GROUP BY ALL "
-                       "HAVING count(*) > 1)").fetchall()[0][0]
+    return con.execute(_scoped(con, mart, f"SELECT count(*) FROM (SELECT {cols} FROM {mart.name} "
+                                          "GROUP BY ALL HAVING count(*) > 1)", scoped)
+                       ).fetchall()[0][0]
 
 
-def violations(con: duckdb.DuckDBPyConnection, mart: Mart, limit: int = 5) -> tuple[int, list[tuple]]:
-    rows = con.execute(mart.check_query).fetchall()
+def violations(con: duckdb.DuckDBPyConnection, mart: Mart, limit: int = 5,
+               scoped: bool = False) -> tuple[int, list[tuple]]:
+    rows = con.execute(_scoped(con, mart, mart.check_query, scoped)).fetchall()
     return len(rows), rows[:limit]
 
 
-def preview(con: duckdb.DuckDBPyConnection, mart: Mart, limit: int = 5) -> str:
-    """The first rows as a Markdown table (for Dagster metadata)."""
+def preview(con: duckdb.DuckDBPyConnection, mart: Mart, limit: int = 5
+            ) -> tuple[list[str], list[tuple]]:
+    """The column names and first rows (for Dagster metadata)."""
     rel = con.sql(f"SELECT * FROM {mart.name} LIMIT {limit}")
-    cols = rel.columns
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in rel.fetchall():
-        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
-def _cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= 40 else text[:37] + "…"
+    return rel.columns, rel.fetchall()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,11 +26,11 @@ import duckdb
 from rtds_pipeline.lake.storage import Lake
 
 SQL_DIR = Path(__file__).parent / "sql"
-LAYOUT = "3"  # events in Delta tables; bump when the writer's file must be started anew
+LAYOUT = "4"  # events in Delta tables, the marts' staging; bump when the writer's file must be started anew
 
 # The writer's tables that stay private: large (the id index) or bookkeeping only.
 PRIVATE = ("events_keys", "compliance_events_keys", "landing_files", "load_batches",
-           "warehouse_meta")
+           "warehouse_meta", "stg_events", "stg_removed", "mart_watermarks")
 
 
 def sql(name: str) -> str:
@@ -120,18 +121,22 @@ class Warehouse:
 
     def _publish(self, con: duckdb.DuckDBPyConnection) -> None:
         """A new file beside the target, renamed over it: views over the lake's tables, and the
-        writer's small tables (marts, manifests) copied."""
+        writer's small tables (manifests) copied. The marts (the tables `mart_freshness` names)
+        are not copied row by row each time: the previous snapshot is copied as a file and a
+        mart is kept from it when this session did not refresh it, patched by its touched keys
+        when the refresh was incremental and the snapshot shows the refresh the patches start from
+        (temp table `publish_patches`: table, key column, table of keys, base), copied whole
+        otherwise."""
         from rtds_pipeline.warehouse import events
 
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         try:
+            previous = self.path.exists()
+            if previous:
+                shutil.copyfile(self.path, tmp)
             con.execute(f"ATTACH '{tmp}' AS publish (STORAGE_VERSION 'v1.2.0')")
             try:
-                tables = [t for (t,) in con.execute(
-                    "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-                    "AND schema_name = 'main' AND NOT temporary").fetchall() if t not in PRIVATE]
-                for table in tables:
-                    con.execute(f'CREATE TABLE publish."{table}" AS SELECT * FROM main."{table}"')
+                self._fill(con, previous)
             finally:
                 con.execute("DETACH publish")
             pub = duckdb.connect(str(tmp))
@@ -140,12 +145,43 @@ class Warehouse:
                     pub.register_filesystem(self.lake.fs)
                 for table in events.TABLES.values():
                     view = events.view_sql(pub, self.lake, table, f"{table}_late_copies")
-                    pub.execute(f"CREATE VIEW {table} AS {view}")
+                    pub.execute(f"CREATE OR REPLACE VIEW {table} AS {view}")
             finally:
                 pub.close()
             os.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _fill(self, con: duckdb.DuckDBPyConnection, previous: bool) -> None:
+        def names(db: str) -> set[str]:
+            return {t for (t,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+                "AND schema_name = 'main' AND NOT temporary", [db]).fetchall()}
+
+        tables = names(con.execute("SELECT current_database()").fetchall()[0][0]) - set(PRIVATE)
+        old = names("publish") if previous else set()
+        fresh = dict(con.execute("SELECT mart, refreshed_at FROM main.mart_freshness").fetchall()
+                     ) if "mart_freshness" in tables else {}
+        shown = dict(con.execute("SELECT mart, refreshed_at FROM publish.mart_freshness"
+                                 ).fetchall()) if "mart_freshness" in old else {}
+        patches = {t: (k, keys, base) for t, k, keys, base in con.execute(
+            "SELECT table_name, key_column, keys_table, base FROM temp.publish_patches "
+            "WHERE NOT whole").fetchall()} if con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary "
+                         "AND table_name = 'publish_patches'").fetchall()[0][0] else {}
+        for table in sorted(old - tables):
+            con.execute(f'DROP TABLE publish."{table}"')
+        for table in sorted(tables):
+            if table in fresh and table in old and shown.get(table) == fresh[table]:
+                continue  # a mart this session did not refresh: the copied file holds it
+            if table in fresh and table in old and table in patches \
+                    and patches[table][2] == shown.get(table):
+                key, keys, _ = patches[table]
+                con.execute(f'DELETE FROM publish."{table}" WHERE {key} IN (SELECT k FROM {keys})')
+                con.execute(f'INSERT INTO publish."{table}" SELECT * FROM main."{table}" '
+                            f"WHERE {key} IN (SELECT k FROM {keys})")
+                continue
+            con.execute(f'CREATE OR REPLACE TABLE publish."{table}" AS SELECT * FROM main."{table}"')
+        con.execute("DROP TABLE IF EXISTS temp.publish_patches")  # the next publish starts anew
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A read-only connection to the published snapshot."""

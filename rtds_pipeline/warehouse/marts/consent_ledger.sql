@@ -1,28 +1,20 @@
 -- consent_ledger: the consent record of every email address and phone number (MSISDN).
--- Grain: one row per consent-relevant event × message type it changed (event_id, message_type);
--- an event that changed nothing (a bounce, a keyword match, a double opt-in request) is kept
--- with message_type and state NULL. Refresh: full.
+-- Grain: event_id, message_type (one row per consent-relevant event × message type it changed;
+-- an event that changed nothing — a bounce, a keyword match, a double opt-in request — is kept
+-- with message_type and state NULL)
+-- Unique key: address
+-- Refresh: incremental, the addresses the new rows touch (an address's rows are renumbered).
 -- Sources: COMPLIANCE (compliance_events, /api/events/general); SUBSCRIPTION, FIRST_OPT_IN and
 -- SUBSCRIPTION_LIST of email/SMS channels (events). In order per address: occurred, then stream
 -- position. `ledger_seq` numbers the rows of an address from 1.
-WITH src AS (
-    SELECT id, type, occurred, processed, rtds_offset, raw, 'compliance' AS stream
-    FROM compliance_events
-    UNION ALL
-    SELECT id, type, occurred, processed, rtds_offset, raw, 'events'
-    FROM events
-    WHERE type IN ('SUBSCRIPTION', 'FIRST_OPT_IN', 'SUBSCRIPTION_LIST')
-      AND device_type IN ('EMAIL', 'SMS')
-),
-base AS (
-    SELECT *,
-           coalesce(raw->>'$.body.identifiers.address', raw->>'$.body.identifiers.msisdn',
-                    raw->>'$.device.delivery_address') AS address,
-           CASE WHEN raw->>'$.body.identifiers.msisdn' IS NOT NULL
-                  OR raw->>'$.device.device_type' = 'SMS' THEN 'sms' ELSE 'email' END AS address_type,
-           coalesce(raw->>'$.body.event_type', lower(type)) AS action,
-           raw->'$.body.properties' AS props
-    FROM src
+WITH base AS (
+    SELECT id, type, occurred, processed, rtds_offset, stream, address, address_type, action, props,
+           enrolled, canceled
+    FROM stg_events
+    WHERE (stream = 'compliance'
+           OR (type IN ('SUBSCRIPTION', 'FIRST_OPT_IN', 'SUBSCRIPTION_LIST')
+               AND device_type IN ('EMAIL', 'SMS')))
+      AND address IS NOT NULL AND in_scope(address)
 ),
 derived AS (
     SELECT *,
@@ -46,13 +38,12 @@ derived AS (
                      THEN {'message_type': CASE address_type WHEN 'sms' THEN 'sms' ELSE 'commercial' END,
                            'state': 'opted_in'} END
             ], lambda x: x IS NOT NULL),
-            list_transform(coalesce(TRY_CAST(raw->'$.body.enrolled' AS VARCHAR[]), []),
+            list_transform(coalesce(enrolled, []),
                            lambda n: {'message_type': 'list:' || n, 'state': 'subscribed'}),
-            list_transform(coalesce(TRY_CAST(raw->'$.body.canceled' AS VARCHAR[]), []),
+            list_transform(coalesce(canceled, []),
                            lambda n: {'message_type': 'list:' || n, 'state': 'unsubscribed'})
         ) AS changes
     FROM base
-    WHERE address IS NOT NULL
 ),
 rows AS (
     SELECT d.*, c.change

@@ -1,5 +1,8 @@
 -- custom_events_daily: custom events by name and day.
--- Grain: one row per day (occurred date, UTC) × event name. Refresh: per day partition ($days).
+-- Grain: day, event_name (day: occurred date, UTC)
+-- Unique key: day
+-- Refresh: daily, the days the new rows touch (and days whose custom events a new SEND turns
+-- into conversions).
 -- Custom events are what apps, websites and API callers report as CUSTOM. Airship's own email
 -- engagement and SMS delivery reports arrive as CUSTOM events too (message_event in
 -- _macros.sql): they are not counted here but in push_performance, by the push they belong to.
@@ -9,13 +12,13 @@
 WITH custom AS (
     SELECT occurred_date, custom_event_name, channel, custom_event_value, triggering_push_id,
            last_delivered_push_id
-    FROM events
-    WHERE type = 'CUSTOM' AND list_contains($days, occurred_date)
-      AND message_event(device_type, raw) IS NULL
+    FROM stg_events
+    WHERE stream = 'events' AND type = 'CUSTOM' AND in_scope(occurred_date)
+      AND message_event IS NULL
 ),
 reached AS (
-    SELECT DISTINCT push_id, channel FROM events
-    WHERE type = 'SEND' AND push_id IN (SELECT triggering_push_id FROM custom)
+    SELECT DISTINCT push_id, channel FROM stg_events
+    WHERE stream = 'events' AND type = 'SEND' AND push_id IN (SELECT triggering_push_id FROM custom)
 )
 SELECT c.occurred_date AS day,
        c.custom_event_name AS event_name,

@@ -1,6 +1,7 @@
 -- daily_active_channels: who used the app each day.
--- Grain: one row per day (occurred date, UTC) × platform × app version × country.
--- Refresh: per day partition ($days). Active = any event the device itself reported; sends,
+-- Grain: day, platform, app_version, country (day: occurred date, UTC)
+-- Unique key: day
+-- Refresh: daily, the days the new rows touch. Active = any event the device itself reported; sends,
 -- rejections, aborts, control, push bodies, decay uninstalls and subscription/consent
 -- bookkeeping (SUBSCRIPTION, SUBSCRIPTION_LIST, FIRST_OPT_IN, CONTACT_CHANGE) are not activity,
 -- nor are Airship's reports on a message's fate (email delivery, injection, delay, bounce; SMS
@@ -12,14 +13,14 @@ SELECT occurred_date AS day,
        coalesce(country, '(none)') AS country,
        count(DISTINCT channel) AS active_channels,
        count(DISTINCT channel) FILTER (WHERE type = 'FIRST_OPEN') AS new_channels,
-       count(DISTINCT channel) FILTER (WHERE raw->>'$.device.attributes.push_opt_in' = 'true')
+       count(DISTINCT channel) FILTER (WHERE push_opt_in)
            AS opted_in_channels
-FROM events
-WHERE list_contains($days, occurred_date)
+FROM stg_events
+WHERE stream = 'events' AND in_scope(occurred_date)
   AND channel IS NOT NULL AND device_type IS NOT NULL
   AND type NOT IN ('SEND', 'SEND_REJECTED', 'SEND_ABORTED', 'CONTROL', 'PUSH_BODY', 'UNINSTALL',
                    'SUBSCRIPTION', 'SUBSCRIPTION_LIST', 'FIRST_OPT_IN', 'CONTACT_CHANGE')
-  AND coalesce(message_event(device_type, raw) IN ('email_open', 'email_initial_open',
+  AND coalesce(message_event IN ('email_open', 'email_initial_open',
                                                    'email_click', 'email_unsubscribe', 'sms_read'),
                true)
 GROUP BY ALL

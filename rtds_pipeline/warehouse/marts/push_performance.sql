@@ -1,6 +1,9 @@
 -- push_performance: how each push did, on every channel kind it went to.
--- Grain: one row per push and variant (push_id, group_id, variant_id). Refresh: full (opens,
--- conversions and uninstalls of a push arrive on later days than its sends).
+-- Grain: push_id, variant_id (one row per push and variant)
+-- Unique key: push_id
+-- Refresh: incremental, the pushes the new rows touch (opens, conversions and uninstalls of a
+-- push arrive on later days than its sends; a new UNINSTALL touches the pushes sent to its
+-- channel in the 24 h before).
 -- Joins (rtds-protocol.md §7): PUSH_BODY.push_id = SEND.push_id = OPEN/CUSTOM.triggering_push.push_id;
 -- influenced opens carry the push in `last_delivered`, which Airship keeps for 12 hours.
 -- SEND_ABORTED and CONTROL carry no variant_id: they count on the push's row with variant NULL.
@@ -10,9 +13,12 @@
 -- channel); converting_channels ≤ sends. Web, email and SMS engagement: WEB_CLICK; Airship's
 -- email events (delivery, open, click, bounce, unsubscribe) and SMS delivery reports
 -- (message_event in _macros.sql) by their triggering_push; SHORT_LINK_CLICK by push_id.
-WITH sent AS (
-    SELECT push_id, TRY_CAST(raw->>'$.body.variant_id' AS INTEGER) AS variant_id,
-           any_value(group_id) AS group_id,
+WITH ev AS NOT MATERIALIZED (  -- inlined: each use filters its own push ids
+    SELECT * FROM stg_events WHERE stream = 'events'
+),
+sent AS (
+    SELECT push_id, variant_id,
+           min(group_id) AS group_id,
            count(*) FILTER (WHERE type = 'SEND') AS sends,
            count(*) FILTER (WHERE type = 'SEND' AND device_type IN ('IOS', 'ANDROID', 'AMAZON'))
                AS app_sends,
@@ -21,70 +27,65 @@ WITH sent AS (
            count(*) FILTER (WHERE type = 'SEND_ABORTED') AS aborts,
            count(*) FILTER (WHERE type = 'CONTROL') AS control_group,
            min(occurred) FILTER (WHERE type = 'SEND') AS first_send_at
-    FROM events
+    FROM ev
     WHERE type IN ('SEND', 'SEND_REJECTED', 'SEND_ABORTED', 'CONTROL') AND push_id IS NOT NULL
+      AND in_scope(push_id)
     GROUP BY ALL
 ),
 rejected_by AS (
-    SELECT push_id, TRY_CAST(raw->>'$.body.variant_id' AS INTEGER) AS variant_id,
-           histogram(raw->>'$.body.status') AS rejections_by_status
-    FROM events WHERE type = 'SEND_REJECTED' GROUP BY ALL
+    SELECT push_id, variant_id, histogram(body_status) AS rejections_by_status
+    FROM ev WHERE type = 'SEND_REJECTED' AND in_scope(push_id) GROUP BY ALL
 ),
 aborted_by AS (
-    SELECT push_id, histogram(raw->>'$.body.reason') AS aborts_by_reason
-    FROM events WHERE type = 'SEND_ABORTED' GROUP BY ALL
-),
-body AS (
-    SELECT push_id, arg_min(raw, rtds_offset) AS raw FROM events
-    WHERE type = 'PUSH_BODY' AND push_id IS NOT NULL GROUP BY push_id
+    SELECT push_id, histogram(body_reason) AS aborts_by_reason
+    FROM ev WHERE type = 'SEND_ABORTED' AND in_scope(push_id) GROUP BY ALL
 ),
 payload AS (
     SELECT push_id,
-           TRY_CAST(TRY(decode(from_base64(raw->>'$.body.payload'))) AS JSON) AS p,
-           (raw->'$.body.campaigns.categories')::VARCHAR[] AS categories,
-           TRY_CAST(raw->>'$.body.trimmed' AS BOOLEAN) AS payload_trimmed
-    FROM body
+           arg_min({'p': payload, 'categories': categories, 'trimmed': payload_trimmed},
+                   rtds_offset) AS b
+    FROM ev WHERE type = 'PUSH_BODY' AND push_id IS NOT NULL AND in_scope(push_id)
+    GROUP BY push_id
 ),
 direct AS (
-    SELECT triggering_push_id AS push_id,
-           TRY_CAST(raw->>'$.body.triggering_push.variant_id' AS INTEGER) AS variant_id,
+    SELECT triggering_push_id AS push_id, triggering_variant_id AS variant_id,
            count(*) AS direct_opens, count(DISTINCT channel) AS direct_open_channels
-    FROM events WHERE type = 'OPEN' AND triggering_push_id IS NOT NULL GROUP BY ALL
+    FROM ev WHERE type = 'OPEN' AND triggering_push_id IS NOT NULL
+                  AND in_scope(triggering_push_id)
+    GROUP BY ALL
 ),
 influenced AS (
-    SELECT last_delivered_push_id AS push_id,
-           TRY_CAST(raw->>'$.body.last_delivered.variant_id' AS INTEGER) AS variant_id,
+    SELECT last_delivered_push_id AS push_id, last_delivered_variant_id AS variant_id,
            count(*) AS influenced_opens
-    FROM events
+    FROM ev
     WHERE type = 'OPEN' AND last_delivered_push_id IS NOT NULL
+      AND in_scope(last_delivered_push_id)
       AND triggering_push_id IS DISTINCT FROM last_delivered_push_id
-      AND occurred - TRY_CAST(raw->>'$.body.last_delivered.time' AS TIMESTAMPTZ) <= INTERVAL 12 HOUR
+      AND occurred - last_delivered_at <= INTERVAL 12 HOUR
     GROUP BY ALL
 ),
 reached AS (
-    SELECT DISTINCT push_id, channel FROM events
-    WHERE type = 'SEND' AND push_id IS NOT NULL AND channel IS NOT NULL
+    SELECT DISTINCT push_id, channel FROM ev
+    WHERE type = 'SEND' AND push_id IS NOT NULL AND channel IS NOT NULL AND in_scope(push_id)
 ),
 conversions AS (
-    SELECT c.triggering_push_id AS push_id,
-           TRY_CAST(c.raw->>'$.body.triggering_push.variant_id' AS INTEGER) AS variant_id,
+    SELECT c.triggering_push_id AS push_id, c.triggering_variant_id AS variant_id,
            count(*) AS conversions, count(DISTINCT c.channel) AS converting_channels,
            sum(c.custom_event_value) AS conversion_value
-    FROM events c
+    FROM ev c
     SEMI JOIN reached r ON r.push_id = c.triggering_push_id AND r.channel = c.channel
     WHERE c.type = 'CUSTOM' AND c.triggering_push_id IS NOT NULL
-      AND message_event(c.device_type, c.raw) IS NULL
+      AND in_scope(c.triggering_push_id) AND c.message_event IS NULL
     GROUP BY ALL
 ),
 engaged AS (
     SELECT coalesce(triggering_push_id, push_id) AS push_id,
-           TRY_CAST(coalesce(raw->>'$.body.triggering_push.variant_id', raw->>'$.body.variant_id')
-                    AS INTEGER) AS variant_id,
-           CASE WHEN type = 'CUSTOM' THEN message_event(device_type, raw) ELSE type END AS what
-    FROM events
-    WHERE type IN ('WEB_CLICK', 'SHORT_LINK_CLICK')
-       OR (type = 'CUSTOM' AND triggering_push_id IS NOT NULL
-           AND message_event(device_type, raw) IS NOT NULL)
+           coalesce(triggering_variant_id, variant_id) AS variant_id,
+           CASE WHEN type = 'CUSTOM' THEN message_event ELSE type END AS what
+    FROM ev
+    WHERE (type IN ('WEB_CLICK', 'SHORT_LINK_CLICK')
+           OR (type = 'CUSTOM' AND triggering_push_id IS NOT NULL AND message_event IS NOT NULL))
+      AND in_scope(coalesce(triggering_push_id, push_id))
 ),
 engagement AS (
     SELECT push_id, variant_id,
@@ -102,22 +103,21 @@ engagement AS (
     GROUP BY ALL
 ),
 uninstalled AS (
-    SELECT s.push_id, TRY_CAST(s.raw->>'$.body.variant_id' AS INTEGER) AS variant_id,
-           count(DISTINCT u.channel) AS uninstalls_24h
-    FROM events s
-    JOIN events u ON u.type = 'UNINSTALL' AND u.channel = s.channel
-                 AND u.occurred >= s.occurred AND u.occurred < s.occurred + INTERVAL 24 HOUR
-    WHERE s.type = 'SEND'
+    SELECT s.push_id, s.variant_id, count(DISTINCT u.channel) AS uninstalls_24h
+    FROM ev s
+    JOIN ev u ON u.type = 'UNINSTALL' AND u.channel = s.channel
+             AND u.occurred >= s.occurred AND u.occurred < s.occurred + INTERVAL 24 HOUR
+    WHERE s.type = 'SEND' AND in_scope(s.push_id)
     GROUP BY ALL
 ),
 pushes AS (
     SELECT push_id, variant_id FROM sent
-    UNION SELECT push_id, NULL::INTEGER FROM body WHERE push_id NOT IN (SELECT push_id FROM sent)
+    UNION SELECT push_id, NULL::INTEGER FROM payload WHERE push_id NOT IN (SELECT push_id FROM sent)
 )
 SELECT k.push_id, s.group_id, k.variant_id,
-       p.p->>'$.notification.alert' AS alert,
-       (p.p->'$.device_types')::VARCHAR[] AS platforms,
-       p.categories, p.payload_trimmed,
+       p.b.p->>'$.notification.alert' AS alert,
+       (p.b.p->'$.device_types')::VARCHAR[] AS platforms,
+       p.b.categories AS categories, p.b.trimmed AS payload_trimmed,
        s.first_send_at,
        coalesce(s.sends, 0) AS sends,
        s.sends_by_platform,

@@ -1,6 +1,8 @@
 -- sessions: one row per app or web session.
--- Grain: session_id. Refresh: full (a session can span midnight, and its CLOSE is latent: sent
--- when the app next becomes active, often on a later day).
+-- Grain: session_id
+-- Unique key: session_id
+-- Refresh: incremental, the sessions the new rows touch (a session can span midnight, and its
+-- CLOSE is latent: sent when the app next becomes active, often on a later day).
 -- App sessions (IOS, ANDROID, AMAZON) start at OPEN and end at CLOSE. A session whose CLOSE never
 -- came is kept with ended_at NULL and close_missing = true; its duration is not invented. Device
 -- clocks can put a CLOSE before its OPEN: such a session is kept and marked clock_anomaly, with
@@ -14,15 +16,15 @@
 -- they belong to no app or web session.
 WITH ev AS (
     SELECT session_id, channel, device_type, type, occurred, triggering_push_id
-    FROM events
-    WHERE session_id IS NOT NULL
+    FROM stg_events
+    WHERE stream = 'events' AND session_id IS NOT NULL AND in_scope(session_id)
       AND type IN ('OPEN', 'CLOSE', 'WEB_SESSION', 'SCREEN_VIEWED', 'CUSTOM')
-      AND message_event(device_type, raw) IS NULL
+      AND message_event IS NULL
 ),
 s AS (
     SELECT session_id,
-           any_value(channel) AS channel,
-           any_value(device_type) AS platform,
+           min(channel) AS channel,
+           min(device_type) AS platform,
            bool_or(type = 'WEB_SESSION' OR device_type = 'WEB') AS web,
            coalesce(min(occurred) FILTER (WHERE type IN ('OPEN', 'WEB_SESSION')), min(occurred))
                AS started_at,
@@ -32,7 +34,7 @@ s AS (
            count(*) FILTER (WHERE type = 'CUSTOM') AS custom_events,
            coalesce(bool_or(type IN ('OPEN', 'WEB_SESSION') AND triggering_push_id IS NOT NULL),
                     false) AS push_initiated,
-           any_value(triggering_push_id) FILTER (WHERE type IN ('OPEN', 'WEB_SESSION'))
+           min(triggering_push_id) FILTER (WHERE type IN ('OPEN', 'WEB_SESSION'))
                AS triggering_push_id,
            count(*) FILTER (WHERE type = 'CLOSE') = 0 AS no_close,
            count(*) FILTER (WHERE type IN ('OPEN', 'WEB_SESSION')) = 0 AS open_missing,

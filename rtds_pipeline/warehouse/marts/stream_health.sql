@@ -1,14 +1,15 @@
 -- stream_health: is the stream itself healthy?
--- Grain: one row per hour (UTC) of `processed` (when Airship processed the events), with the
--- windows committed in that hour. Refresh: full.
+-- Grain: hour_utc (an hour, UTC, of `processed`: when Airship processed the events, with the
+-- windows committed in that hour)
+-- Unique key: hour_utc
+-- Refresh: incremental, the hours the new rows and windows touch.
 -- duplicate_rate: extra copies / copies delivered. Latency: processed − occurred (seconds).
 -- late_events: occurred on an earlier UTC day than processed (they update past partitions).
 -- future_occurred: occurred after processed (device clock ahead); clamped: occurred = processed
 -- exactly (Airship replaces a device time more than 5 minutes ahead by server time).
 WITH ev AS (
-    SELECT processed, occurred, type, copies FROM events
-    UNION ALL
-    SELECT processed, occurred, type, copies FROM compliance_events
+    SELECT processed, occurred, type, copies FROM stg_events
+    WHERE processed >= scope_floor() AND in_scope(date_trunc('hour', processed AT TIME ZONE 'UTC'))
 ),
 per_hour AS (
     SELECT date_trunc('hour', processed AT TIME ZONE 'UTC') AS hour_utc,
@@ -33,6 +34,7 @@ windows AS (
            sum(dead_letters) AS dead_letters,
            max(epoch(committed_at - max_processed)) AS stream_lag_max_s
     FROM landing_windows
+    WHERE in_scope(date_trunc('hour', committed_at AT TIME ZONE 'UTC'))
     GROUP BY 1
 )
 SELECT coalesce(p.hour_utc, w.hour_utc) AS hour_utc,

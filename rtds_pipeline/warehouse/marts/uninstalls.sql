@@ -1,17 +1,19 @@
 -- uninstalls: how fast users leave.
--- Grain: one row per day (occurred date, UTC) × platform. Refresh: per day partition ($days).
+-- Grain: day, platform (day: occurred date, UTC)
+-- Unique key: day
+-- Refresh: daily, the days the new rows touch (and days of uninstalls whose channel has new
+-- events: its first event may be earlier than known).
 -- Decay-inferred: Airship inferred the uninstall from failed deliveries (body.decay = true);
 -- explicit: reported directly. Channel age: from the channel's first event in the warehouse
 -- (a lower bound when its first events are older than RTDS retention).
 WITH gone AS (
-    SELECT occurred_date, device_type, channel, occurred,
-           coalesce(TRY_CAST(raw->>'$.body.decay' AS BOOLEAN), false) AS decay
-    FROM events
-    WHERE type = 'UNINSTALL' AND list_contains($days, occurred_date)
+    SELECT occurred_date, device_type, channel, occurred, decay
+    FROM stg_events
+    WHERE stream = 'events' AND type = 'UNINSTALL' AND in_scope(occurred_date)
 ),
 first_seen AS (
     SELECT channel, min(occurred) AS first_seen
-    FROM events WHERE channel IN (SELECT channel FROM gone) GROUP BY channel
+    FROM stg_events WHERE stream = 'events' AND channel IN (SELECT channel FROM gone) GROUP BY channel
 )
 SELECT g.occurred_date AS day,
        g.device_type AS platform,

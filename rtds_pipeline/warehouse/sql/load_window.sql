@@ -25,3 +25,9 @@ JOIN (SELECT s.k, count(*)::INTEGER AS n FROM stage s JOIN stage_keep x
       WHERE s.reason IS NULL GROUP BY s.k) c ON c.k = x.k
 LEFT JOIN (SELECT * FROM {table}_keys WHERE rowid IN (SELECT r FROM stage_hits)) ix
        ON ix.h = key_hi(x.k) AND ix.l = key_lo(x.k);
+
+-- Copies of ids an earlier load kept in the same day: counted there, never written (the id's
+-- row gets them through {table}_late_copies, the marts' staging through stg_events.copies).
+CREATE OR REPLACE TEMP VIEW stage_late_copies AS
+SELECT id, day, n FROM stage_probe
+WHERE kept_day = day AND (kept_pos, kept_source) < (pos, source);

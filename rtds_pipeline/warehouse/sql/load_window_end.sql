@@ -3,9 +3,7 @@
 INSERT INTO {table}_keys
 SELECT key_hi(k), key_lo(k), day, pos, source FROM stage_probe WHERE kept_day IS NULL;
 
-INSERT INTO {table}_late_copies
-SELECT id, day, n FROM stage_probe
-WHERE kept_day = day AND (kept_pos, kept_source) < (pos, source);
+INSERT INTO {table}_late_copies SELECT id, day, n FROM stage_late_copies;
 
 INSERT INTO load_log
 SELECT '{table}', s.occurred_date, now(), $batch, 'window', count(*),
