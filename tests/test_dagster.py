@@ -158,8 +158,6 @@ def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_ser
     defs = build_definitions(settings)
     srv.arm(Fault("reset", after=1500))
     with dg.instance_for_test() as instance:
-        # The automation sensor's first tick only records where it starts.
-        start = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         cursor = None
         for round_ in range(3):
             result = tick(defs, instance, cursor=cursor)
@@ -173,16 +171,14 @@ def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_ser
         comp = tick(defs, instance, name="rtds_compliance")
         for request in comp.run_requests:
             execute(defs, instance, request)
-        # Declarative automation sees the new partitions and refreshes every mart in one run;
-        # then nothing changed, nothing is requested.
-        evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                                       cursor=start.cursor)
-        assert all(evaluation.get_num_requested(dg.AssetKey(m.name)) == 1 for m in MARTS)
-        assert dg.materialize([defs.get_assets_def(MARTS[0].name)], instance=instance,
-                              resources=defs.resources).success
-        again = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                                  cursor=evaluation.cursor)
-        assert again.total_requested == 0
+        # The marts sensor sees the loads and refreshes every mart in one run; then nothing
+        # changed, nothing is requested.
+        marts_tick = tick(defs, instance, name="rtds_marts")
+        [refresh] = marts_tick.run_requests
+        assert set(refresh.asset_selection) == {dg.AssetKey(m.name) for m in MARTS}
+        execute(defs, instance, refresh)
+        again = tick(defs, instance, name="rtds_marts", cursor=marts_tick.cursor)
+        assert again.run_requests == [] and "unchanged" in again.skip_reason.skip_message
         with duckdb.connect(settings.warehouse_path, read_only=True) as con:
             fresh = dict(con.execute("SELECT mart, newest_processed FROM mart_freshness").fetchall())
             newest = con.execute("SELECT max(processed) FROM events").fetchall()[0][0]

@@ -41,7 +41,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets.append(marts_asset(available, tables))
     sensors = [source_sensor(s, settings, loads[s.feeds]) for s in settings.sources]
     if available:
-        sensors.append(marts_sensor(available, settings.marts_seconds))
+        sensors.append(marts_sensor(available, tables, settings.marts_seconds))
     housekeeping = housekeeping_job(settings)
     jobs.append(housekeeping)
     schedules.append(housekeeping_schedule(housekeeping, settings))
