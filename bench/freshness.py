@@ -35,14 +35,16 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=90, help="seconds before measuring")
     ap.add_argument("--no-quirks", action="store_true", help="test server without its quirks")
     ap.add_argument("--rate", type=float, default=200, help="live events per second")
+    ap.add_argument("--server-port", type=int, default=8731, help="the test server's port")
+    ap.add_argument("--ui-port", type=int, default=3031, help="the Dagster UI's port")
     args = ap.parse_args()
     tmp = Path(scratch_dir("bench-fresh-"))
     home = tmp / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home)
     env = {**os.environ, "DAGSTER_HOME": str(home), "RTDS_LAKE_URL": str(tmp / "lake"),
-           "RTDS_WAREHOUSE": str(tmp / "warehouse.duckdb"), "RTDS_TESTSERVER_PORT": "8731",
-           "RTDS_UI_PORT": "3031", "RTDS_TESTSERVER_BACKLOG": "20000",
+           "RTDS_WAREHOUSE": str(tmp / "warehouse.duckdb"), "RTDS_TESTSERVER_PORT": str(args.server_port),
+           "RTDS_UI_PORT": str(args.ui_port), "RTDS_TESTSERVER_BACKLOG": "20000",
            "RTDS_TESTSERVER_QUIRKS": "0" if args.no_quirks else "1",
            "RTDS_TESTSERVER_RATE": str(args.rate),
            # The server keeps the whole run: a slow pipeline shows as lag, not as expired events.
