@@ -99,7 +99,8 @@ class Settings:
     window_max_bytes: int = 2 << 30
     idle_timeout: float = 90.0
     duckdb_memory_limit: str = "2GB"  # of the warehouse writer
-    tick_seconds: int = 15  # minimum interval between two sensor ticks of a source
+    tick_seconds: int = 15  # between two sensor ticks, and a caught-up reader's windows
+    read_run_seconds: float = 600.0  # how long one reading run reads windows
     marts_seconds: int = 60  # minimum interval between two marts refreshes
     first_day: str | None = None  # first daily partition; default: 100 days ago (RTDS keeps ≤ 90)
     max_line_bytes: int = 4 << 20  # a longer stream line is dead-lettered (prefix + length)
@@ -222,6 +223,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         idle_timeout=float(env.get("RTDS_IDLE_TIMEOUT", 90)),
         duckdb_memory_limit=env.get("RTDS_DUCKDB_MEMORY_LIMIT", "2GB"),
         tick_seconds=int(env.get("RTDS_TICK_SECONDS", 15)),
+        read_run_seconds=float(env.get("RTDS_READ_RUN_SECONDS", 600)),
         marts_seconds=int(env.get("RTDS_MARTS_SECONDS", 60)),
         first_day=env.get("RTDS_FIRST_DAY") or None,
         max_line_bytes=int(env.get("RTDS_MAX_LINE_BYTES", 4 << 20)),

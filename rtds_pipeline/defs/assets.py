@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 from dagster import AssetExecutionContext, OpExecutionContext
 
-from rtds_pipeline.defs.resources import RtdsResource
+from rtds_pipeline.defs.resources import WarehouseResource
 from rtds_pipeline.settings import Settings, SourceConfig
 from rtds_pipeline.warehouse import events as wh
 from rtds_pipeline.warehouse.delta import DeltaEvents
@@ -36,19 +36,6 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
     starts 100 days back; end_offset=2 admits today and events a few minutes in the future."""
     start = settings.first_day or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=100)).isoformat()
     return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=2)
-
-
-def landing_spec(source: SourceConfig) -> dg.AssetSpec:
-    if source.webhook:
-        endpoint = "webhook: POSTed by Airship to `rtds-pipeline webhook`"
-        written = "written by the webhook receiver; each materialization is the commits of a tick"
-    else:
-        endpoint = "/api/events/general" if source.compliance else "/api/events"
-        written = "written by its sensor; each materialization is one committed window"
-    return dg.AssetSpec(
-        landing_key(source), group_name="landing", kinds={"parquet"},
-        description=f"Committed Parquet windows of source `{source.key}` ({endpoint}), {written}.",
-        metadata={"source": source.key, "endpoint": endpoint})
 
 
 def _check_specs(table: str) -> list[dg.AssetCheckSpec]:
@@ -114,10 +101,10 @@ def day_table_asset(kind: str, sources: Sequence[SourceConfig],
                      "warehouse.duckdb. New windows are loaded by the job `load_" + table + "`; "
                      "materializing days here rebuilds them from the landing zone (backfill)."),
     )
-    def _asset(context: AssetExecutionContext, rtds: RtdsResource) -> Iterator[object]:
+    def _asset(context: AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[object]:
         days = list(context.partition_keys)
-        lake = rtds.lake()
-        with rtds.warehouse().writer() as con:
+        lake = warehouse.lake.lake()
+        with warehouse.warehouse().writer() as con:
             wh.load_all(con, lake, sources, kind)
             result = wh.rebuild_days(con, lake, kind, days)
             check = wh.check_days(con, kind, days)
@@ -140,9 +127,9 @@ def load_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinition:
 
     @dg.op(name=f"load_{table}_windows", pool=WAREHOUSE_POOL,
            description=f"Load the committed landing windows not loaded yet into `{table}`.")
-    def _load(context: OpExecutionContext, rtds: RtdsResource) -> None:
-        lake = rtds.lake()
-        with rtds.warehouse().writer() as con:
+    def _load(context: OpExecutionContext, warehouse: WarehouseResource) -> None:
+        lake = warehouse.lake.lake()
+        with warehouse.warehouse().writer() as con:
             result = wh.load_all(con, lake, sources, kind)
             checks = _checks(table, kind, con, result.check, sorted(result.days))
         context.log.info(f"{table}: {result.windows} window(s), {result.rows} new rows in "
@@ -168,9 +155,9 @@ def maintenance_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinit
     table = wh.TABLES[kind]
 
     @dg.op(name=f"{table}_maintenance_op", pool=WAREHOUSE_POOL)
-    def _maintain(context: OpExecutionContext, rtds: RtdsResource) -> None:
-        lake = rtds.lake()
-        with rtds.warehouse().writer() as con:
+    def _maintain(context: OpExecutionContext, warehouse: WarehouseResource) -> None:
+        lake = warehouse.lake.lake()
+        with warehouse.warehouse().writer() as con:
             wh.load_all(con, lake, sources, kind)
             days = wh.days_to_compact(con, lake, kind, SETTLE_HOURS)
             wh.compact_days(con, lake, kind, days)

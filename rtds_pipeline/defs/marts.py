@@ -5,13 +5,10 @@ import json
 
 import dagster as dg
 from dagster import AssetExecutionContext, SensorEvaluationContext
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from rtds_pipeline.defs.assets import WAREHOUSE_POOL
-from rtds_pipeline.defs.resources import RtdsResource
+from rtds_pipeline.defs.dagster_private import partition_range_tags
+from rtds_pipeline.defs.resources import WarehouseResource
 from rtds_pipeline.warehouse import marts
 
 # Real streams can carry opens of pushes whose sends fell out of RTDS's 7-day window, so a push
@@ -35,9 +32,9 @@ def mart_asset(mart: marts.Mart, partitions: dg.PartitionsDefinition) -> dg.Asse
                               description=f"No rows returned by warehouse/marts/{mart.name}.check.sql"),
         ],
     )
-    def _asset(context: AssetExecutionContext, rtds: RtdsResource):
+    def _asset(context: AssetExecutionContext, warehouse: WarehouseResource):
         days = list(context.partition_keys) if mart.daily else []
-        with rtds.warehouse().writer() as con:
+        with warehouse.warehouse().writer() as con:
             written = marts.refresh(con, mart, days)
             dups = marts.grain_duplicates(con, mart)
             bad, examples = marts.violations(con, mart)
@@ -48,7 +45,8 @@ def mart_asset(mart: marts.Mart, partitions: dg.PartitionsDefinition) -> dg.Asse
         yield dg.AssetCheckResult(check_name="grain_unique", passed=dups == 0,
                                   metadata={"duplicated_keys": dups})
         yield dg.AssetCheckResult(check_name="consistent", passed=bad == 0, severity=severity,
-                                  metadata={"violations": bad, "examples": str(examples)[:500]})
+                                  metadata={"violations": bad, "examples": dg.MetadataValue.json(
+                                      [list(map(str, e)) for e in examples])})
 
     return _asset
 
@@ -84,6 +82,6 @@ def marts_sensor(tables: list[str], mart_keys: list[dg.AssetKey],
         return dg.SensorResult(cursor=json.dumps(seen), run_requests=[dg.RunRequest(
             run_key="marts/" + "/".join(f"{t}:{seen.get(t, 0)}" for t in tables),
             asset_selection=mart_keys,
-            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})])
+            tags=partition_range_tags(first, last))])
 
     return _sensor
