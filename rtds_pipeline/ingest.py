@@ -155,13 +155,14 @@ def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
 
 def read_windows(source: SourceConfig, lake: Lake, limits: WindowLimits, *, seconds: float,
                  caught_up_pause_s: float, store_retry: StoreRetry | None = None,
-                 orphan_grace_s: float = ORPHAN_GRACE_S, until_idle: bool = False,
+                 orphan_grace_s: float = ORPHAN_GRACE_S, until_caught_up: bool = False,
                  ) -> Iterator[WindowOutcome]:
     """Consecutive windows for `seconds` (the last one may end up to a window later), each
     committed before it is yielded: the unit of work of a reading run. After a window that found
     the stream caught up, the next one starts `caught_up_pause_s` later (a stream at its head
-    would otherwise be reconnected after every keep-alive). `until_idle`: stop after the first
-    window that brought nothing new. A 404 (no data yet) is logged and asked again later."""
+    would otherwise be reconnected after every keep-alive). `until_caught_up`: stop after the
+    first window that reached the stream's head. A 404 (no data yet) is logged and asked again
+    later."""
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -173,7 +174,7 @@ def read_windows(source: SourceConfig, lake: Lake, limits: WindowLimits, *, seco
         else:
             yield outcome
             caught_up = outcome.stats.stop_reason.startswith("caught up")
-            if until_idle and outcome.commit is None:
+            if until_caught_up and caught_up:
                 return
             pause = caught_up_pause_s if caught_up else 0.0
         left = deadline - time.monotonic()

@@ -15,13 +15,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
+from dagster_runs import INSTANCE, cycle, execute, landing_events, read_run, tick
 
 from rtds_pipeline.defs import build_definitions
 from rtds_pipeline.defs.assets import WAREHOUSE_POOL
+from rtds_pipeline.defs.dagster_private import partition_range_tags
+from rtds_pipeline.defs.landing import READER_TAG
 from rtds_pipeline.lake.commits import CommitLog
 from rtds_pipeline.settings import load_settings
 from rtds_pipeline.testserver.config import Fault
@@ -34,25 +33,6 @@ def settings_for(srv, tmp_path, **env):
     return load_settings({"RTDS_BASE_URL": srv.url, "RTDS_LAKE_URL": str(tmp_path / "lake"),
                           "RTDS_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
                           "RTDS_WINDOW_SECONDS": "20", **env})
-
-
-def tick(defs, instance, name="rtds_events", cursor=None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                  resources=defs.resources)
-    return defs.get_sensor_def(name)(ctx)
-
-
-def execute(defs, instance, request):
-    """Run what a RunRequest asks for, in process, on the same instance."""
-    if request.job_name:
-        result = defs.get_job_def(request.job_name).execute_in_process(
-            instance=instance, tags=request.tags)
-    else:
-        result = dg.materialize(
-            [defs.get_assets_def(k) for k in request.asset_selection], instance=instance,
-            tags=request.tags, resources=defs.resources)
-    assert result.success
-    return result
 
 
 def truth_ids(srv, compliance=False):
@@ -74,78 +54,125 @@ def test_definitions_load_without_network(monkeypatch):
     assert keys == {"landing/events", "landing/compliance", "events", "compliance_events",
                     *(m.name for m in MARTS)}
     assert {s.name for s in defs.sensors} == {"rtds_events", "rtds_compliance", "rtds_marts"}
-    events = defs.get_assets_def("events")
+    events = defs.resolve_assets_def("events")
     assert events.backfill_policy == dg.BackfillPolicy.single_run()
     # Every writer of the warehouse waits for the one pool slot.
-    writers = [events.node_def, *(defs.get_job_def(j).nodes[0].definition for j in (
+    writers = [events.node_def, *(defs.resolve_job_def(j).nodes[0].definition for j in (
         "load_events", "load_compliance_events", "events_maintenance"))]
     assert [w.pool for w in writers] == [WAREHOUSE_POOL] * 4
+    # Each source is read by its own job, in its own pool, with a retry policy.
+    for source in ("events", "compliance"):
+        reader = defs.resolve_job_def(f"read_{source}")
+        assert reader.tags[READER_TAG] == source
+        [node] = reader.nodes
+        assert node.definition.pool == f"rtds_reader_{source}"
+        assert node.definition.retry_policy.max_retries > 0
+        # What keeps the landing asset fresh: the source's sensor targets its job.
+        sensor = defs.resolve_sensor_def(f"rtds_{source}")
+        assert {j.name for j in sensor.jobs} == {f"read_{source}", f"load_{'events' if source == 'events' else 'compliance_events'}"}
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {"unique_id", "reconciliation", "dead_letters", "quarantine", "stream_lag",
                       "grain_unique", "consistent"}
 
 
-def test_one_sensor_per_partition_reader(tmp_path):
+def test_one_sensor_and_one_reading_job_per_partition_reader(tmp_path):
     settings = load_settings({"RTDS_PARTITIONS": "3", "RTDS_LAKE_URL": str(tmp_path)})
-    names = {s.name for s in build_definitions(settings).sensors}
+    defs = build_definitions(settings)
+    names = {s.name for s in defs.sensors}
     assert names == {"rtds_events_p0of3", "rtds_events_p1of3", "rtds_events_p2of3", "rtds_compliance",
                      "rtds_marts"}
+    pools = {defs.resolve_job_def(f"read_events_p{i}of3").nodes[0].definition.pool
+             for i in range(3)}
+    assert pools == {f"rtds_reader_events_p{i}of3" for i in range(3)}
 
 
-def test_sensor_ticks_first_nothing_new_and_wiped_instance(fresh_server, tmp_path):
+def test_sensor_keeps_one_reading_run_going_and_requests_loads(fresh_server, tmp_path):
     srv = fresh_server(backlog=3000)
     settings = settings_for(srv, tmp_path)
     defs = build_definitions(settings)
-    with dg.instance_for_test() as instance:
-        first = tick(defs, instance)
-        [landing] = [e for e in first.asset_events if isinstance(e, dg.AssetMaterialization)]
+    lake = defs.resources["lake"].lake()
+    with dg.instance_for_test(overrides=INSTANCE) as instance:
+        first = tick(defs, instance)  # nothing committed yet: a reading run, no load
+        [request] = first.run_requests
+        assert request.job_name == "read_events" and request.tags[READER_TAG] == "events"
+        assert json.loads(first.cursor)["window_seq"] == 0
+
+        run = execute(defs, instance, request)
+        mats, checks = landing_events(run)
+        [landing] = mats
         assert landing.asset_key == dg.AssetKey(["landing", "events"])
         stream_events = sum(1 for r in srv.ground_truth() if r["type"] != "COMPLIANCE")
         assert landing.metadata["events"].value == stream_events
-        assert json.loads(first.cursor)["window_seq"] == 1
-        commit = CommitLog(defs.resources["rtds"].lake(), "events").latest()
-        assert json.loads(first.cursor)["resume_offset"] == commit.resume_offset
-        [request] = first.run_requests
-        assert request.job_name == "load_events" and request.run_key == "events/w1"
-        [lag] = [e for e in first.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
+        assert landing.metadata["reconnects"].value == 0
+        assert landing.metadata["last_errors"].value == []
+        [lag] = checks
         assert lag.passed and lag.metadata["lag_seconds"].value == 0.0  # caught up
+        commit = CommitLog(lake, "events").latest()
+        assert commit.window_seq == 1
 
-        idle = tick(defs, instance, cursor=first.cursor)
-        assert idle.skip_reason is not None and not idle.run_requests
-        assert not [e for e in idle.asset_events if isinstance(e, dg.AssetMaterialization)]
-        assert idle.cursor == first.cursor
+        second = tick(defs, instance, cursor=first.cursor)  # the commit: a load; and reading on
+        assert json.loads(second.cursor)["window_seq"] == 1
+        assert json.loads(second.cursor)["resume_offset"] == commit.resume_offset
+        load, read = sorted(second.run_requests, key=lambda r: r.job_name)
+        assert load.job_name == "load_events" and load.run_key == "events/w1"
+        assert read.job_name == "read_events" and read.run_key != request.run_key
 
-        srv.generate(400)
-        more = tick(defs, instance, cursor=idle.cursor)
-        assert json.loads(more.cursor)["window_seq"] == 2
-        assert [r.run_key for r in more.run_requests] == ["events/w2"]
+        # At most one reading run per source: none is requested while one is queued or running.
+        running = instance.create_run_for_job(defs.resolve_job_def("read_events"),
+                                             status=dg.DagsterRunStatus.STARTED)
+        busy = tick(defs, instance, cursor=second.cursor)
+        assert not busy.run_requests and "reading run in progress" in busy.skip_reason.skip_message
+        instance.delete_run(running.run_id)
+
+        idle = read_run(defs, instance)  # nothing new: no materialization, the lag check still
+        mats, checks = landing_events(idle)
+        assert not mats and [c.passed for c in checks] == [True]
 
     # A wiped instance has no cursor: the sensor resumes from the lake (nothing is read twice)
     # and requests a load, which loads whatever the warehouse has not loaded.
     with dg.instance_for_test() as wiped:
         again = tick(defs, wiped)
-        assert json.loads(again.cursor)["window_seq"] == 2
-        assert not [e for e in again.asset_events if isinstance(e, dg.AssetMaterialization)]
-        [request] = again.run_requests
-        assert request.job_name == "load_events"
+        assert json.loads(again.cursor)["window_seq"] == 1
+        assert {r.job_name for r in again.run_requests} == {"load_events", "read_events"}
+
+
+def test_a_failed_reading_run_is_not_retried_at_every_tick(fresh_server, tmp_path, monkeypatch):
+    srv = fresh_server(backlog=100)
+    # A token the server does not know: 401, which no retry can fix.
+    monkeypatch.setenv("RTDS_ACCESS_TOKEN", "no-such-token")
+    defs = build_definitions(settings_for(srv, tmp_path))
+    with dg.instance_for_test(overrides=INSTANCE) as instance:
+        first = tick(defs, instance)
+        [request] = first.run_requests
+        run = execute(defs, instance, request, raise_on_error=False)
+        assert not run.success
+        failure = run.failure_data_for_node(run.job_def.nodes[0].name)
+        assert "HTTP 401" in failure.error.message
+        # The failure was not retried by the retry policy: one attempt.
+        assert not [e for e in run.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        later = tick(defs, instance, cursor=first.cursor)
+        assert not later.run_requests and "failed" in later.skip_reason.skip_message
 
 
 def test_load_runs_do_not_pile_up_and_report_only_changed_days(fresh_server, tmp_path):
     srv = fresh_server(backlog=3000)
     defs = build_definitions(settings_for(srv, tmp_path))
     with dg.instance_for_test() as instance:
+        read_run(defs, instance)
         first = tick(defs, instance)
-        [request] = first.run_requests
+        [request] = [r for r in first.run_requests if r.job_name == "load_events"]
         # A queued load run loads every pending window when it starts: no second request.
-        run = instance.create_run_for_job(defs.get_job_def("load_events"),
+        run = instance.create_run_for_job(defs.resolve_job_def("load_events"),
                                           status=dg.DagsterRunStatus.NOT_STARTED)
         srv.generate(300)
+        read_run(defs, instance)
         second = tick(defs, instance, cursor=first.cursor)
-        assert json.loads(second.cursor)["window_seq"] == 2 and not second.run_requests
+        assert json.loads(second.cursor)["window_seq"] == 2
+        assert not [r for r in second.run_requests if r.job_name == "load_events"]
         instance.delete_run(run.run_id)
         result = execute(defs, instance, request)
         # Both windows loaded by one run; one materialization per day they touched, no more.
-        lake = defs.resources["rtds"].lake()
+        lake = defs.resources["lake"].lake()
         touched = {d for c in CommitLog(lake, "events").all() for d in c.days}
         days = {m.partition for m in result.asset_materializations_for_node("load_events_windows")}
         assert days == touched
@@ -156,20 +183,17 @@ def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_ser
     settings = settings_for(srv, tmp_path)
     defs = build_definitions(settings)
     srv.arm(Fault("reset", after=1500))
-    with dg.instance_for_test() as instance:
+    with dg.instance_for_test(overrides=INSTANCE) as instance:
         cursor = None
         for round_ in range(3):
-            result = tick(defs, instance, cursor=cursor)
-            cursor = result.cursor
-            for request in result.run_requests:
-                execute(defs, instance, request)
+            cursor = cycle(defs, instance, cursor=cursor).cursor
             if round_ == 0:
                 srv.arm(Fault("eof", after=200))
             if round_ < 2:
                 srv.generate(600)
-        comp = tick(defs, instance, name="rtds_compliance")
-        for request in comp.run_requests:
-            execute(defs, instance, request)
+        cycle(defs, instance, cursor=cursor, read=False)  # the load of the last reading run
+        comp = cycle(defs, instance, name="rtds_compliance")
+        cycle(defs, instance, name="rtds_compliance", cursor=comp.cursor, read=False)
         # The marts sensor sees the new partitions and refreshes every mart in one run.
         marts_tick = tick(defs, instance, name="rtds_marts")
         [marts_run] = marts_tick.run_requests
@@ -183,6 +207,16 @@ def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_ser
         evaluations = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
         assert len(evaluations) == len(keys)
         assert all(e.status.value == "SUCCEEDED" for e in evaluations.values())
+        # Every landing materialization belongs to a reading run, and the reset is in its
+        # metadata and in that run's logs.
+        records = instance.fetch_materializations(dg.AssetKey(["landing", "events"]), limit=100)
+        assert records.records and all(
+            instance.get_run_by_id(r.run_id).job_name == "read_events" for r in records.records)
+        first = records.records[-1].asset_materialization  # newest first
+        assert first.metadata["reconnects"].value >= 1
+        assert first.metadata["last_errors"].value
+        logs = [e.user_message for e in instance.all_logs(records.records[-1].run_id)]
+        assert any("reconnecting in" in m for m in logs)
     ids = table_ids(settings)
     assert len(ids) == len(set(ids)) and set(ids) == truth_ids(srv)
     comp_ids = table_ids(settings, "compliance_events")
@@ -195,14 +229,12 @@ def test_range_backfill_equals_the_incremental_path(fresh_server, tmp_path):
     defs = build_definitions(incremental)
     with dg.instance_for_test() as instance:
         cursor = None
-        for round_ in range(3):  # three windows, each followed by its sensor's run
-            result = tick(defs, instance, cursor=cursor)
-            cursor = result.cursor
-            for request in result.run_requests:
-                execute(defs, instance, request)
+        for round_ in range(3):  # three windows, each followed by its load
+            cursor = cycle(defs, instance, cursor=cursor).cursor
             if round_ < 2:
                 srv.generate(700)
-        days = sorted({d for c in CommitLog(defs.resources["rtds"].lake(), "events").all()
+        cycle(defs, instance, cursor=cursor, read=False)
+        days = sorted({d for c in CommitLog(defs.resources["lake"].lake(), "events").all()
                        for d in c.days})
     # The same landing, rebuilt from scratch into a new warehouse by one range run (as the UI's
     # "materialize partition range" or `dagster asset materialize --partition-range` does).
@@ -211,11 +243,11 @@ def test_range_backfill_equals_the_incremental_path(fresh_server, tmp_path):
     backfill = settings_for(srv, tmp_path / "bf")
     bdefs = build_definitions(backfill)
     with dg.instance_for_test() as instance:
-        request = dg.RunRequest(asset_selection=[dg.AssetKey("events")], tags={
-            ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]})
+        request = dg.RunRequest(asset_selection=[dg.AssetKey("events")],
+                                tags=partition_range_tags(days[0], days[-1]))
         result = execute(bdefs, instance, request)
         assert len(result.get_asset_materialization_events()) == len(
-            bdefs.get_assets_def("events").partitions_def.get_partition_keys_in_range(
+            bdefs.resolve_assets_def("events").partitions_def.get_partition_keys_in_range(
                 dg.PartitionKeyRange(days[0], days[-1])))
     q = "SELECT * EXCLUDE (source) FROM events ORDER BY occurred_date, occurred, rtds_offset"
     a = duckdb.connect(incremental.warehouse_path, read_only=True).execute(q).fetchall()
@@ -278,12 +310,12 @@ def test_an_event_from_both_the_stream_and_the_webhook_is_one_row(tmp_path):
         assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {
             "landing/events", "landing/hook", "events"}
         with dg.instance_for_test() as instance:
-            for name in ("rtds_events", "rtds_hook"):
-                result = tick(defs, instance, name=name)
-                [landing] = [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
-                assert landing.metadata["events"].value > 0
-                for request in result.run_requests:
-                    execute(defs, instance, request)
+            [landing], _ = landing_events(read_run(defs, instance))
+            assert landing.metadata["events"].value > 0
+            result = cycle(defs, instance, name="rtds_hook")  # the webhook's commits, reported
+            [landing] = [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
+            assert landing.metadata["events"].value > 0
+            cycle(defs, instance)
         landed = {s: duckdb.connect().execute(
             f"SELECT count(DISTINCT id) FROM read_parquet('{receiver.lake_url}/landing/"
             f"source={s}/*/*.parquet')").fetchall()[0][0] for s in ("events", "hook")}

@@ -54,7 +54,7 @@ class ReadConfig(dg.Config):
     """Run config of a reading run (the defaults come from the reader resource)."""
 
     seconds: float | None = None  # how long to read; default RTDS_READ_RUN_SECONDS
-    until_idle: bool = False  # stop after the first window that brought nothing new
+    until_caught_up: bool = False  # stop after the first window that reached the stream's head
 
 
 def stream_lag_evaluation(source: SourceConfig, lag_s: float | None) -> dg.AssetCheckEvaluation:
@@ -145,7 +145,7 @@ def landing_asset(source: SourceConfig) -> dg.AssetsDefinition:
             source, lake.lake(), reader.limits(),
             seconds=reader.run_seconds if config.seconds is None else config.seconds,
             caught_up_pause_s=reader.caught_up_pause_seconds, store_retry=lake.store_retry(),
-            orphan_grace_s=lake.orphan_grace_hours * 3600, until_idle=config.until_idle)
+            orphan_grace_s=lake.orphan_grace_hours * 3600, until_caught_up=config.until_caught_up)
         try:
             for outcome in windows:
                 report_window(context, source, outcome)
