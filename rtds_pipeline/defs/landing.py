@@ -32,6 +32,7 @@ LAST_ERRORS = 5  # retried errors a window's metadata keeps (the last ones)
 # Failures a later attempt can get past: the object store came back, another writer let go.
 # A stream error that reaches the run is one retrying cannot fix (401/403/400/…): no retry.
 RETRYABLE = (ObjectStoreUnavailable, CommitConflict)
+WindowEvent = dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation
 READ_RETRY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL,
                             jitter=dg.Jitter.PLUS_MINUS)
 
@@ -108,21 +109,23 @@ def landing_metadata(commit: Commit, outcome: WindowOutcome) -> dict[str, object
     }
 
 
-def report_window(context: dg.AssetExecutionContext, source: SourceConfig,
-                  outcome: WindowOutcome) -> None:
+def window_events(context: dg.AssetExecutionContext, source: SourceConfig,
+                  outcome: WindowOutcome) -> Iterator[WindowEvent]:
     """A committed window is a materialization; a window that committed nothing but retried is
-    an observation (its retries stay visible); every window reports the stream lag."""
+    an observation (its retries stay visible); every window reports the stream lag. Yielded (not
+    `log_event`, which Dagster buffers until the step yields or ends): each is in the UI as soon
+    as its window is committed."""
     stats, key = outcome.stats, landing_key(source)
     if outcome.commit is not None:
         context.log.info(f"{source.key} window {outcome.commit.window_seq}: {stats.events:,} "
                          f"events in {outcome.seconds:.1f} s, {stats.reconnects} reconnect(s) "
                          f"({stats.stop_reason})")
-        context.log_event(dg.AssetMaterialization(
-            asset_key=key, metadata=landing_metadata(outcome.commit, outcome)))
+        yield dg.AssetMaterialization(asset_key=key,
+                                      metadata=landing_metadata(outcome.commit, outcome))
     elif stats.reconnects or stats.errors:
-        context.log_event(dg.AssetObservation(asset_key=key, metadata={
-            "stop_reason": stats.stop_reason, **retry_metadata(stats)}))
-    context.log_event(stream_lag_evaluation(source, outcome.lag_s))
+        yield dg.AssetObservation(asset_key=key, metadata={"stop_reason": stats.stop_reason,
+                                                           **retry_metadata(stats)})
+    yield stream_lag_evaluation(source, outcome.lag_s)
 
 
 def landing_asset(source: SourceConfig) -> dg.AssetsDefinition:
@@ -131,7 +134,7 @@ def landing_asset(source: SourceConfig) -> dg.AssetsDefinition:
     @dg.asset(
         key=landing_key(source), group_name="landing", kinds={"parquet"},
         pool=reader_pool(source), retry_policy=READ_RETRY,
-        # Each window is reported as it commits; the run itself returns nothing.
+        # Each window is reported as it commits; the run itself outputs nothing.
         output_required=False,
         metadata={"source": source.key, "endpoint": endpoint},
         description=f"Committed Parquet windows of source `{source.key}` ({endpoint}). Its "
@@ -140,7 +143,7 @@ def landing_asset(source: SourceConfig) -> dg.AssetsDefinition:
                     "reported as one materialization.",
     )
     def _asset(context: dg.AssetExecutionContext, config: ReadConfig, lake: LakeResource,
-               reader: ReaderResource) -> Iterator[dg.MaterializeResult]:
+               reader: ReaderResource) -> Iterator[WindowEvent]:
         windows = read_windows(
             source, lake.lake(), reader.limits(),
             seconds=reader.run_seconds if config.seconds is None else config.seconds,
@@ -148,18 +151,17 @@ def landing_asset(source: SourceConfig) -> dg.AssetsDefinition:
             orphan_grace_s=lake.orphan_grace_hours * 3600, until_caught_up=config.until_caught_up)
         try:
             for outcome in windows:
-                report_window(context, source, outcome)
+                yield from window_events(context, source, outcome)
         except StreamHeadBehind as exc:  # nothing can ever arrive: fail the lag check, say why
-            context.log_event(dg.AssetCheckEvaluation(
+            yield dg.AssetCheckEvaluation(
                 asset_key=landing_key(source), check_name="stream_lag", passed=False,
                 severity=dg.AssetCheckSeverity.ERROR, description=str(exc)[:1000],
-                metadata={"stream_head": exc.head, "committed_resume_offset": exc.resume}))
+                metadata={"stream_head": exc.head, "committed_resume_offset": exc.resume})
             raise dg.Failure(str(exc), allow_retries=False) from exc
         except RETRYABLE:
             raise
         except StreamError as exc:  # what arrived before it is committed and reported
             raise dg.Failure(str(exc), allow_retries=False) from exc
-        yield from ()
 
     return _asset
 
