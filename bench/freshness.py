@@ -87,6 +87,7 @@ def main() -> int:
             if len(part) >= 20:
                 print(f"  {label}: p95 {statistics.quantiles(part, n=100)[94]:.1f} s "
                       f"({len(part):,} events)")
+        landing_summary(str(tmp / "lake"), start)
         return 0
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -94,6 +95,27 @@ def main() -> int:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def landing_summary(lake_url: str, since: float) -> None:
+    """What the measured minutes cost the object store: windows committed, and per window the
+    files written (one PUT each) and days touched, from the sources' commit logs."""
+    from rtds_pipeline.lake.commits import CommitLog
+    from rtds_pipeline.lake.storage import open_lake
+
+    lake = open_lake(lake_url)
+    for source in ("events", "compliance"):
+        commits = [c for c in CommitLog(lake, source).all()
+                   if c.committed_at >= since and c.files]
+        if len(commits) < 2:
+            continue
+        minutes = (commits[-1].committed_at - commits[0].committed_at) / 60 or 1
+        files = [len(c.files) + len(c.dead_letter_files) for c in commits]
+        print(f"  landing/{source}: {len(commits)} windows ({len(commits) / minutes:.1f}/min), "
+              f"{statistics.mean(c.events for c in commits):,.0f} events, "
+              f"{statistics.mean(files):.1f} files (median {statistics.median(files):g}, "
+              f"max {max(files)}), {statistics.mean(len(c.days) for c in commits):.1f} days "
+              "per window")
 
 
 if __name__ == "__main__":

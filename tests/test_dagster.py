@@ -20,7 +20,7 @@ from dagster_runs import INSTANCE, cycle, execute, landing_events, read_run, tic
 from rtds_pipeline.defs import build_definitions
 from rtds_pipeline.defs.assets import WAREHOUSE_POOL
 from rtds_pipeline.defs.dagster_private import partition_range_tags
-from rtds_pipeline.defs.landing import READER_TAG
+from rtds_pipeline.defs.landing import READER_TAG, reader_name
 from rtds_pipeline.lake.commits import CommitLog
 from rtds_pipeline.settings import load_settings
 from rtds_pipeline.testserver.config import Fault
@@ -256,23 +256,32 @@ def test_range_backfill_equals_the_incremental_path(fresh_server, tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_with_dagster_daemon(fresh_server, tmp_path):
-    """`dagster dev` with this repository's workspace.yaml and dagster.yaml: the running sensors
-    land the stream and launch runs until `events` equals the server's ground truth."""
+def test_end_to_end_four_partition_readers_as_four_concurrent_runs(fresh_server, tmp_path,
+                                                                     monkeypatch):
+    """`dagster dev` with this repository's workspace.yaml and dagster.yaml, RTDS_PARTITIONS=4:
+    the sensors request one reading run per partition reader, the run queue starts them side by
+    side in separate processes (as a run launcher would on separate machines), each reader lands
+    a disjoint part of the stream, their union is the stream, and the loads build `events` equal
+    to the server's ground truth."""
     srv = fresh_server(backlog=6000)
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home)
     env = {**os.environ, "DAGSTER_HOME": str(home), "RTDS_BASE_URL": srv.url,
            "RTDS_LAKE_URL": str(tmp_path / "lake"), "RTDS_WAREHOUSE": str(tmp_path / "wh.duckdb"),
-           "RTDS_WINDOW_SECONDS": "10", "RTDS_TICK_SECONDS": "5"}
+           "RTDS_PARTITIONS": "4", "RTDS_WINDOW_SECONDS": "10", "RTDS_TICK_SECONDS": "5",
+           # Long enough that every reader's first run is still reading when the last starts,
+           # even when starting a run takes half a minute on a loaded machine.
+           "RTDS_READ_RUN_SECONDS": "240"}
     settings = load_settings(env)
+    readers = [s for s in settings.sources if s.subset]
+    assert len(readers) == 4
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
                              "-p", "0"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     want, want_c = truth_ids(srv), truth_ids(srv, compliance=True)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 300
         got: list[str] = []
         while time.monotonic() < deadline:
             time.sleep(3)
@@ -282,12 +291,37 @@ def test_end_to_end_with_dagster_daemon(fresh_server, tmp_path):
                     break
         assert len(got) == len(set(got)) and set(got) == want
         assert len(got_c) == len(set(got_c)) and set(got_c) == want_c
+        lake = build_definitions(settings).resources["lake"].lake()
+        landed = {s.key: set(duckdb.connect().execute(
+            "SELECT id FROM read_parquet(?)", [[f.path for c in CommitLog(lake, s.key).all()
+                                               for f in c.files]]).fetchall()) for s in readers}
+        parts = list(landed.values())
+        assert all(parts) and sum(map(len, parts)) == len(set().union(*parts))  # disjoint
+        assert {i for (i,) in set().union(*parts)} == want  # together: the stream
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get() as instance:
+            spans = []
+            for s in readers:
+                runs = instance.get_run_records(dg.RunsFilter(job_name=f"read_{reader_name(s)}"),
+                                                ascending=True)
+                assert runs and runs[0].dagster_run.tags[READER_TAG] == s.key
+                spans.append((runs[0].start_time, runs[0].end_time or time.time()))
+            # Four runs, one per reader, running at the same time.
+            assert max(start for start, _ in spans) < min(end for _, end in spans)
+            records = instance.fetch_materializations(
+                dg.AssetKey(["landing", readers[0].key]), limit=50).records
+            assert records and all(instance.get_run_by_id(r.run_id).job_name ==
+                                   f"read_{reader_name(readers[0])}" for r in records)
     finally:
         proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
+            pass
+        try:  # reading runs still reading, in dagster dev's process group
             os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.mark.slow

@@ -117,7 +117,7 @@ def window_events(context: dg.AssetExecutionContext, source: SourceConfig,
     as its window is committed."""
     stats, key = outcome.stats, landing_key(source)
     if outcome.commit is not None:
-        context.log.info(f"{source.key} window {outcome.commit.window_seq}: {stats.events:,} "
+        context.log.debug(f"{source.key} window {outcome.commit.window_seq}: {stats.events:,} "
                          f"events in {outcome.seconds:.1f} s, {stats.reconnects} reconnect(s) "
                          f"({stats.stop_reason})")
         yield dg.AssetMaterialization(asset_key=key,
