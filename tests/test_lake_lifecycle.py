@@ -421,7 +421,7 @@ def test_the_housekeeping_job_runs_on_a_schedule_and_reports_on_the_landing_asse
     assert schedule.job_name == "lake_housekeeping"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     with dg.instance_for_test() as instance:
-        result = defs.get_job_def("lake_housekeeping").execute_in_process(instance=instance)
+        result = defs.resolve_job_def("lake_housekeeping").execute_in_process(instance=instance)
         assert result.success
         obs = [e.asset_observation_data.asset_observation for e in result.all_events
                if e.event_type_value == "ASSET_OBSERVATION"]
