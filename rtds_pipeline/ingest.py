@@ -156,9 +156,10 @@ def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
 def read_windows(source: SourceConfig, lake: Lake, limits: WindowLimits, *, seconds: float,
                  caught_up_pause_s: float, store_retry: StoreRetry | None = None,
                  orphan_grace_s: float = ORPHAN_GRACE_S, until_caught_up: bool = False,
+                 progress: Callable[[WindowStats, float], None] | None = None,
                  ) -> Iterator[WindowOutcome]:
     """Consecutive windows for `seconds` (the last one may end up to a window later), each
-    committed before it is yielded: the unit of work of a reading run. After a window that found
+    committed before it is yielded: the unit of work of a reading run and of `ingest`. After a window that found
     the stream caught up, the next one starts `caught_up_pause_s` later (a stream at its head
     would otherwise be reconnected after every keep-alive). `until_caught_up`: stop after the
     first window that reached the stream's head. A 404 (no data yet) is logged and asked again
@@ -166,8 +167,7 @@ def read_windows(source: SourceConfig, lake: Lake, limits: WindowLimits, *, seco
     deadline = time.monotonic() + seconds
     while True:
         try:
-            outcome = ingest_window(source, lake, limits, store_retry=store_retry,
-                                    orphan_grace_s=orphan_grace_s)
+            outcome = ingest_window(source, lake, limits, progress, store_retry, orphan_grace_s)
         except NoDataYet as exc:
             logger.warning("%s; asking again in %g s", exc, NO_DATA_PAUSE_S)
             outcome, pause = None, NO_DATA_PAUSE_S
