@@ -56,16 +56,18 @@ def _load_request(context: dg.SensorEvaluationContext, source: SourceConfig, seq
     return [dg.RunRequest(run_key=f"{source.key}/w{seq}", job_name=load_job)]
 
 
-def _read_request(context: dg.SensorEvaluationContext, source: SourceConfig, number: int,
-                  read_job: str, run_seconds: float) -> tuple[list[dg.RunRequest], str | None]:
-    """A reading run unless one is queued or running, or the last one failed a moment ago."""
+def _read_request(context: dg.SensorEvaluationContext, source: SourceConfig, read_job: str,
+                  run_seconds: float) -> tuple[list[dg.RunRequest], str | None]:
+    """A reading run unless one is queued or running, or the last one failed a moment ago. No
+    run key: a key reused after a cursor reset would silently stop the source; a tick evaluated
+    twice at worst queues a second run, which its pool holds until the first one ends."""
     if _runs(context.instance, read_job, ACTIVE):
         return [], "reading run in progress"
     [last] = _runs(context.instance, read_job, [dg.DagsterRunStatus.FAILURE]) or [None]
     if last is not None and last.end_time and time.time() - last.end_time < FAILED_RUN_PAUSE_S:
         return [], (f"the last reading run ({last.dagster_run.run_id}) failed: the next one "
                     f"starts {FAILED_RUN_PAUSE_S // 60} minutes after it (see its logs)")
-    return [dg.RunRequest(run_key=f"{source.key}/read{number}", job_name=read_job, tags={
+    return [dg.RunRequest(job_name=read_job, tags={
         READER_TAG: source.key,
         MAX_RUNTIME_SECONDS_TAG: str(int(run_seconds + RUNTIME_MARGIN_S))})], None
 
@@ -73,8 +75,7 @@ def _read_request(context: dg.SensorEvaluationContext, source: SourceConfig, num
 def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, lake: LakeResource,
                   reader: ReaderResource, read_job: str, load_job: str) -> dg.SensorResult:
     log = CommitLog(lake.lake(), source.key)
-    state = json.loads(context.cursor) if context.cursor else {}
-    mirrored = state.get("window_seq", 0)
+    mirrored = json.loads(context.cursor)["window_seq"] if context.cursor else 0
     if not mirrored:
         context.log.info(f"first tick of {source.key} on this Dagster instance: starting from the "
                          "lake's commit log")
@@ -83,12 +84,10 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, lak
     requests = []
     if latest is not None and latest.window_seq != mirrored:
         requests += _load_request(context, source, latest.window_seq, load_job)
-    reads = state.get("reads", 0)
-    read, waiting = _read_request(context, source, reads + 1, read_job, reader.run_seconds)
+    read, waiting = _read_request(context, source, read_job, reader.run_seconds)
     requests += read
     cursor = json.dumps({"window_seq": latest.window_seq if latest else 0,
-                         "resume_offset": latest.resume_offset if latest else None,
-                         "reads": reads + len(read)})
+                         "resume_offset": latest.resume_offset if latest else None})
     return dg.SensorResult(run_requests=requests, cursor=cursor,
                            skip_reason=None if requests else waiting or "nothing new")
 
