@@ -76,7 +76,7 @@ def evaluate_tick(context: dg.SensorEvaluationContext, source: SourceConfig, lak
                   reader: ReaderResource, read_job: str, load_job: str) -> dg.SensorResult:
     log = CommitLog(lake.lake(), source.key)
     mirrored = json.loads(context.cursor)["window_seq"] if context.cursor else 0
-    if not mirrored:
+    if context.cursor is None:
         context.log.info(f"first tick of {source.key} on this Dagster instance: starting from the "
                          "lake's commit log")
     new = log.since(mirrored) if mirrored else []
