@@ -157,13 +157,13 @@ def read_windows(source: SourceConfig, lake: Lake, limits: WindowLimits, *, seco
                  caught_up_pause_s: float, store_retry: StoreRetry | None = None,
                  orphan_grace_s: float = ORPHAN_GRACE_S, until_caught_up: bool = False,
                  progress: Callable[[WindowStats, float], None] | None = None,
-                 ) -> Iterator[WindowOutcome]:
+                 stop: Callable[[], bool] | None = None) -> Iterator[WindowOutcome]:
     """Consecutive windows for `seconds` (the last one may end up to a window later), each
     committed before it is yielded: the unit of work of a reading run and of `ingest`. After a window that found
     the stream caught up, the next one starts `caught_up_pause_s` later (a stream at its head
     would otherwise be reconnected after every keep-alive). `until_caught_up`: stop after the
-    first window that reached the stream's head. A 404 (no data yet) is logged and asked again
-    later."""
+    first window that reached the stream's head; `stop()` true after a window: stop there. A 404
+    (no data yet) is logged and asked again later."""
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -178,7 +178,7 @@ def read_windows(source: SourceConfig, lake: Lake, limits: WindowLimits, *, seco
                 return
             pause = caught_up_pause_s if caught_up else 0.0
         left = deadline - time.monotonic()
-        if left <= pause:
+        if left <= pause or (stop is not None and stop()):
             return
         time.sleep(pause)
 

@@ -22,6 +22,7 @@ from rtds_pipeline.defs.assets import WAREHOUSE_POOL
 from rtds_pipeline.defs.dagster_private import partition_range_tags
 from rtds_pipeline.defs.landing import READER_TAG, reader_name
 from rtds_pipeline.lake.commits import CommitLog
+from rtds_pipeline.lake.live import live_files
 from rtds_pipeline.settings import load_settings
 from rtds_pipeline.testserver.config import Fault
 from rtds_pipeline.warehouse.marts import MARTS
@@ -134,6 +135,33 @@ def test_sensor_keeps_one_reading_run_going_and_requests_loads(fresh_server, tmp
         again = tick(defs, wiped)
         assert json.loads(again.cursor)["window_seq"] == 1
         assert {r.job_name for r in again.run_requests} == {"load_events", "read_events"}
+
+
+def test_a_reading_run_asked_to_terminate_stops_after_its_window(fresh_server, tmp_path):
+    """What the UI's Terminate and `make run`'s Ctrl-C do: the run ends at the next window
+    boundary, with what it read committed, though it had minutes of budget left."""
+    import threading
+
+    srv = fresh_server(backlog=500)
+    defs = build_definitions(settings_for(srv, tmp_path, RTDS_WINDOW_SECONDS="2",
+                                          RTDS_TICK_SECONDS="1"))
+    with dg.instance_for_test() as instance:
+        results = []
+        reader = threading.Thread(target=lambda: results.append(
+            read_run(defs, instance, until_caught_up=False, seconds=600)))
+        reader.start()
+        deadline = time.monotonic() + 120
+        while not instance.get_runs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        [run] = instance.get_runs()
+        while CommitLog(defs.resources["lake"].lake(), "events").latest() is None:
+            assert time.monotonic() < deadline, "the reading run committed nothing"
+            time.sleep(0.2)
+        instance.report_run_canceling(run)
+        reader.join(120)
+        assert not reader.is_alive() and results
+        mats, _ = landing_events(results[0])
+        assert mats and mats[0].metadata["events"].value > 0
 
 
 def test_a_failed_reading_run_is_not_retried_at_every_tick(fresh_server, tmp_path, monkeypatch):
@@ -293,9 +321,8 @@ def test_end_to_end_four_partition_readers_as_four_concurrent_runs(fresh_server,
         assert len(got) == len(set(got)) and set(got) == want
         assert len(got_c) == len(set(got_c)) and set(got_c) == want_c
         lake = build_definitions(settings).resources["lake"].lake()
-        landed = {s.key: set(duckdb.connect().execute(
-            "SELECT id FROM read_parquet(?)", [[f.path for c in CommitLog(lake, s.key).all()
-                                               for f in c.files]]).fetchall()) for s in readers}
+        landed = {s.key: set(duckdb.connect().execute("SELECT id FROM read_parquet(?)", [
+            [lake.path(f.path) for f in live_files(lake, s.key)]]).fetchall()) for s in readers}
         parts = list(landed.values())
         assert all(parts) and sum(map(len, parts)) == len(set().union(*parts))  # disjoint
         assert {i for (i,) in set().union(*parts)} == want  # together: the stream
@@ -323,6 +350,7 @@ def test_end_to_end_four_partition_readers_as_four_concurrent_runs(fresh_server,
             os.killpg(proc.pid, 9)
         except ProcessLookupError:
             pass
+        proc.wait()
 
 
 @pytest.mark.slow

@@ -80,6 +80,6 @@ def _definitions(settings: Settings) -> dg.Definitions:
         schedules=schedules,
         # Runs are one step each: executing it in the run's own process saves a process start.
         executor=dg.in_process_executor,
-        resources={"lake": lake, "warehouse": WarehouseResource.from_settings(settings, lake),
+        resources={"lake": lake, "warehouse": WarehouseResource.from_settings(settings),
                    "reader": ReaderResource.from_settings(settings)},
     )

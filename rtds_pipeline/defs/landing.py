@@ -109,6 +109,13 @@ def landing_metadata(commit: Commit, outcome: WindowOutcome) -> dict[str, object
     }
 
 
+def terminating(context: dg.AssetExecutionContext) -> bool:
+    """Asked to terminate (the UI's Terminate, run monitoring, `make run` stopping): the run
+    stops after the window it is reading, committed, instead of waiting for an interrupt."""
+    run = context.instance.get_run_by_id(context.run.run_id)
+    return run is not None and run.status == dg.DagsterRunStatus.CANCELING
+
+
 def window_events(context: dg.AssetExecutionContext, source: SourceConfig,
                   outcome: WindowOutcome) -> Iterator[WindowEvent]:
     """A committed window is a materialization; a window that committed nothing but retried is
@@ -148,7 +155,8 @@ def landing_asset(source: SourceConfig) -> dg.AssetsDefinition:
             source, lake.lake(), reader.limits(),
             seconds=reader.run_seconds if config.seconds is None else config.seconds,
             caught_up_pause_s=reader.caught_up_pause_seconds, store_retry=lake.store_retry(),
-            orphan_grace_s=lake.orphan_grace_hours * 3600, until_caught_up=config.until_caught_up)
+            orphan_grace_s=lake.orphan_grace_hours * 3600, until_caught_up=config.until_caught_up,
+            stop=lambda: terminating(context))
         try:
             for outcome in windows:
                 yield from window_events(context, source, outcome)

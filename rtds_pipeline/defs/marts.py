@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, SensorEvaluationContext
 
 from rtds_pipeline.defs.assets import WAREHOUSE_POOL
 from rtds_pipeline.defs.dagster_private import partition_range_tags
-from rtds_pipeline.defs.resources import WarehouseResource
+from rtds_pipeline.defs.resources import LakeResource, WarehouseResource
 from rtds_pipeline.warehouse import marts
 
 # Real streams can carry opens of pushes whose sends fell out of RTDS's 7-day window, so a push
@@ -32,9 +32,9 @@ def mart_asset(mart: marts.Mart, partitions: dg.PartitionsDefinition) -> dg.Asse
                               description=f"No rows returned by warehouse/marts/{mart.name}.check.sql"),
         ],
     )
-    def _asset(context: AssetExecutionContext, warehouse: WarehouseResource):
+    def _asset(context: AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
         days = list(context.partition_keys) if mart.daily else []
-        with warehouse.warehouse().writer() as con:
+        with warehouse.warehouse(lake.lake()).writer() as con:
             written = marts.refresh(con, mart, days)
             dups = marts.grain_duplicates(con, mart)
             bad, examples = marts.violations(con, mart)

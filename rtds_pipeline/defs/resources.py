@@ -37,17 +37,15 @@ class LakeResource(dg.ConfigurableResource):
 class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse (RTDS_WAREHOUSE) over the lake's tables."""
 
-    lake: LakeResource
     path: str
     duckdb_memory_limit: str
 
     @classmethod
-    def from_settings(cls, settings: Settings, lake: LakeResource) -> WarehouseResource:
-        return cls(lake=lake, path=settings.warehouse_path,
-                   duckdb_memory_limit=settings.duckdb_memory_limit)
+    def from_settings(cls, settings: Settings) -> WarehouseResource:
+        return cls(path=settings.warehouse_path, duckdb_memory_limit=settings.duckdb_memory_limit)
 
-    def warehouse(self) -> Warehouse:
-        return Warehouse(self.path, self.lake.lake(), memory_limit=self.duckdb_memory_limit)
+    def warehouse(self, lake: Lake) -> Warehouse:
+        return Warehouse(self.path, lake, memory_limit=self.duckdb_memory_limit)
 
 
 class ReaderResource(dg.ConfigurableResource):
