@@ -64,7 +64,9 @@ def _read_request(context: dg.SensorEvaluationContext, source: SourceConfig, rea
     if _runs(context.instance, read_job, ACTIVE):
         return [], "reading run in progress"
     [last] = _runs(context.instance, read_job, [dg.DagsterRunStatus.FAILURE]) or [None]
-    if last is not None and last.end_time and time.time() - last.end_time < FAILED_RUN_PAUSE_S:
+    # A run that never started (its launch timed out on a busy host) read nothing: no pause.
+    if (last is not None and last.start_time is not None and last.end_time
+            and time.time() - last.end_time < FAILED_RUN_PAUSE_S):
         return [], (f"the last reading run ({last.dagster_run.run_id}) failed: the next one "
                     f"starts {FAILED_RUN_PAUSE_S // 60} minutes after it (see its logs)")
     return [dg.RunRequest(job_name=read_job, tags={
