@@ -35,15 +35,16 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=90, help="seconds before measuring")
     ap.add_argument("--no-quirks", action="store_true", help="test server without its quirks")
     ap.add_argument("--rate", type=float, default=200, help="live events per second")
-    ap.add_argument("--ports", default="8731,3031", help="test server and UI ports")
+    ap.add_argument("--server-port", type=int, default=8731, help="the test server's port")
+    ap.add_argument("--ui-port", type=int, default=3031, help="the Dagster UI's port")
     args = ap.parse_args()
     tmp = Path(scratch_dir("bench-fresh-"))
     home = tmp / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home)
     env = {**os.environ, "DAGSTER_HOME": str(home), "RTDS_LAKE_URL": str(tmp / "lake"),
-           "RTDS_WAREHOUSE": str(tmp / "warehouse.duckdb"), "RTDS_TESTSERVER_PORT": args.ports.split(",")[0],
-           "RTDS_UI_PORT": args.ports.split(",")[1], "RTDS_TESTSERVER_BACKLOG": "20000",
+           "RTDS_WAREHOUSE": str(tmp / "warehouse.duckdb"), "RTDS_TESTSERVER_PORT": str(args.server_port),
+           "RTDS_UI_PORT": str(args.ui_port), "RTDS_TESTSERVER_BACKLOG": "20000",
            "RTDS_TESTSERVER_QUIRKS": "0" if args.no_quirks else "1",
            "RTDS_TESTSERVER_RATE": str(args.rate),
            # The server keeps the whole run: a slow pipeline shows as lag, not as expired events.
@@ -102,6 +103,7 @@ def main() -> int:
                 print(f"  {mart}: p95 {statistics.quantiles(whole, n=100)[94]:.1f} s over the run, "
                       f"last 4 minutes p95 {statistics.quantiles(last, n=100)[94]:.1f} s, "
                       f"max {max(last):.1f} s")
+        landing_summary(str(tmp / "lake"), start)
         return 0
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -109,6 +111,27 @@ def main() -> int:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def landing_summary(lake_url: str, since: float) -> None:
+    """What the measured minutes cost the object store: windows committed, and per window the
+    files written (one PUT each) and days touched, from the sources' commit logs."""
+    from rtds_pipeline.lake.commits import CommitLog
+    from rtds_pipeline.lake.storage import open_lake
+
+    lake = open_lake(lake_url)
+    for source in ("events", "compliance"):
+        commits = [c for c in CommitLog(lake, source).all()
+                   if c.committed_at >= since and c.files]
+        if len(commits) < 2:
+            continue
+        minutes = (commits[-1].committed_at - commits[0].committed_at) / 60 or 1
+        files = [len(c.files) + len(c.dead_letter_files) for c in commits]
+        print(f"  landing/{source}: {len(commits)} windows ({len(commits) / minutes:.1f}/min), "
+              f"{statistics.mean(c.events for c in commits):,.0f} events, "
+              f"{statistics.mean(files):.1f} files (median {statistics.median(files):g}, "
+              f"max {max(files)}), {statistics.mean(len(c.days) for c in commits):.1f} days "
+              "per window")
 
 
 if __name__ == "__main__":

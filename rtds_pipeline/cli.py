@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 import time
@@ -97,11 +98,10 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _ingest_windows(args: argparse.Namespace) -> int:
-    from rtds_pipeline.ingest import ingest_window, limits_from
+    from rtds_pipeline.ingest import limits_from, read_windows
     from rtds_pipeline.lake.retry import StoreRetry
     from rtds_pipeline.lake.storage import open_lake
     from rtds_pipeline.settings import load_settings
-    from rtds_pipeline.stream.errors import NoDataYet
 
     settings = load_settings()
     source = settings.source(args.source)
@@ -125,16 +125,13 @@ def _ingest_windows(args: argparse.Namespace) -> int:
         line = _window_line(window, stats, seconds) + " …"
         print("\r" + line if live else line, end="" if live else "\n", flush=True)
 
+    windows = read_windows(source, lake, limits, seconds=math.inf, caught_up_pause_s=0.0,
+                           store_retry=store_retry, progress=progress,
+                           orphan_grace_s=settings.orphan_grace_hours * 3600)
     try:
         while args.follow or window < args.windows:
             window += 1
-            try:
-                out = ingest_window(source, lake, limits, progress, store_retry,
-                                    orphan_grace_s=settings.orphan_grace_hours * 3600)
-            except NoDataYet as exc:
-                print(f"window {window}: {exc}", flush=True)
-                time.sleep(5)
-                continue
+            out = next(windows)
             totals["windows"] += 1
             totals["events"] += out.stats.events
             totals["bytes"] += out.stats.bytes

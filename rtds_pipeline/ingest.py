@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import orjson
 
@@ -19,12 +20,14 @@ from rtds_pipeline.lake.writer import LandingWriter
 from rtds_pipeline.rtds.events import OFFSET_UPDATE, is_offset
 from rtds_pipeline.rtds.request import STARTS
 from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
-from rtds_pipeline.settings import Settings, SourceConfig
+from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.stream.connection import StreamConnection
-from rtds_pipeline.stream.errors import RtdsStreamError
+from rtds_pipeline.stream.errors import NoDataYet, RtdsStreamError
 from rtds_pipeline.stream.reader import WindowLimits, WindowReader, WindowStats
 
 HEAD_PROBE_S = 10.0  # how long an idle window waits for the server's OFFSET_UPDATE
+NO_DATA_PAUSE_S = 5.0  # after HTTP 404 (the app has no data yet), before asking again
+logger = logging.getLogger(__name__)
 
 
 class StreamHeadBehind(RtdsStreamError):
@@ -52,7 +55,24 @@ class WindowOutcome:
     lag_s: float | None = None
 
 
-def limits_from(settings: Settings, **override: Any) -> WindowLimits:
+class WindowSettings(Protocol):
+    """What window limits are made of: `Settings`, or the Dagster resource built from it."""
+
+    @property
+    def window_seconds(self) -> float: ...
+    @property
+    def window_max_events(self) -> int: ...
+    @property
+    def window_max_bytes(self) -> int: ...
+    @property
+    def idle_timeout(self) -> float: ...
+    @property
+    def max_line_bytes(self) -> int: ...
+    @property
+    def backoff_402_seconds(self) -> float: ...
+
+
+def limits_from(settings: WindowSettings, **override: Any) -> WindowLimits:
     base = WindowLimits(max_seconds=settings.window_seconds, max_events=settings.window_max_events,
                         max_bytes=settings.window_max_bytes, idle_timeout=settings.idle_timeout,
                         max_line_bytes=settings.max_line_bytes,
@@ -138,6 +158,36 @@ def ingest_window(source: SourceConfig, lake: Lake, limits: WindowLimits,
             raise StreamHeadBehind(source.key, head, previous)
         lag_s = 0.0 if head is not None else None
     return WindowOutcome(commit, stats, time.monotonic() - t0, lag_s)
+
+
+def read_windows(source: SourceConfig, lake: Lake, limits: WindowLimits, *, seconds: float,
+                 caught_up_pause_s: float, store_retry: StoreRetry | None = None,
+                 orphan_grace_s: float = ORPHAN_GRACE_S, until_caught_up: bool = False,
+                 progress: Callable[[WindowStats, float], None] | None = None,
+                 stop: Callable[[], bool] | None = None) -> Iterator[WindowOutcome]:
+    """Consecutive windows for `seconds` (the last one may end up to a window later), each
+    committed before it is yielded: the unit of work of a reading run and of `ingest`. After a window that found
+    the stream caught up, the next one starts `caught_up_pause_s` later (a stream at its head
+    would otherwise be reconnected after every keep-alive). `until_caught_up`: stop after the
+    first window that reached the stream's head; `stop()` true after a window: stop there. A 404
+    (no data yet) is logged and asked again later."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            outcome = ingest_window(source, lake, limits, progress, store_retry, orphan_grace_s)
+        except NoDataYet as exc:
+            logger.warning("%s; asking again in %g s", exc, NO_DATA_PAUSE_S)
+            pause = NO_DATA_PAUSE_S
+        else:
+            yield outcome
+            caught_up = outcome.stats.stop_reason.startswith("caught up")
+            if until_caught_up and caught_up:
+                return
+            pause = caught_up_pause_s if caught_up else 0.0
+        left = deadline - time.monotonic()
+        if left <= pause or (stop is not None and stop()):
+            return
+        time.sleep(pause)
 
 
 def publish(log: CommitLog, commit: Commit, retry: StoreRetry) -> None:

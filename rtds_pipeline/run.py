@@ -100,8 +100,28 @@ def dagster_daemon_pid(dagster: subprocess.Popen[bytes]) -> int | None:
     return None
 
 
-def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None) -> None:
-    """Stops `dagster dev` with its daemon first.
+def terminate_reading_runs(dagster_home: Path) -> None:
+    """Reading runs read for RTDS_READ_RUN_SECONDS: end them as the UI's Terminate button does
+    (through the code server, so call this while it runs) instead of waiting for them. What they
+    read but did not commit is read again by the next run; nothing is lost."""
+    import dagster as dg
+
+    from rtds_pipeline.defs.landing import READER_TAG
+
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            for record in instance.get_run_records(dg.RunsFilter(statuses=[
+                    dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])):
+                if READER_TAG in record.dagster_run.tags:
+                    instance.run_launcher.terminate(record.dagster_run.run_id)
+    except Exception as exc:  # the runs then end at their budget; make run waits for them
+        print(f"could not terminate the reading runs ({type(exc).__name__}: {exc})", flush=True)
+
+
+def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None,
+                 dagster_home: Path) -> None:
+    """Stops `dagster dev` with its daemon first, after ending the reading runs.
 
     On a graceful stop Dagster's daemon closes its code locations before its sensor threads
     finish, so a tick in flight (ours read a window for up to RTDS_WINDOW_SECONDS; the marts
@@ -111,12 +131,14 @@ def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None) -> No
     make a re-evaluated tick harmless, and Dagster resumes an interrupted tick on the next start.
     The webserver and the code server then stop gracefully."""
     if dagster.poll() is None:
-        dagster.send_signal(signal.SIGTERM)
+        terminate_reading_runs(dagster_home)
         if daemon_pid is not None:
             try:
                 os.kill(daemon_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        terminate_reading_runs(dagster_home)  # one the daemon started meanwhile
+        dagster.send_signal(signal.SIGTERM)
     _stop(dagster)
     _wait_for_runs(dagster.pid, RUNS_WAIT_S)
 
@@ -130,8 +152,8 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _wait_for_runs(pgid: int, seconds: float) -> None:
-    """Runs already executing outlive `dagster dev` in their own processes (same process group):
-    let them finish, so that nothing writes the warehouse after `make run` returns; at most
+    """Runs already executing (loads, marts) outlive `dagster dev` in their own processes (same
+    process group): let them finish, so that nothing writes the warehouse after `make run` returns; at most
     `seconds`, or until Ctrl-C, then they are killed (the next start marks them failed)."""
     if not _group_alive(pgid):
         return
@@ -206,7 +228,7 @@ def main() -> int:
         return 0
     finally:
         if dagster is not None:
-            stop_dagster(dagster, daemon_pid)
+            stop_dagster(dagster, daemon_pid, dagster_home)
         for proc in reversed(procs):
             _stop(proc)
 

@@ -127,7 +127,8 @@ class Settings:
     window_max_bytes: int = WINDOW_MAX_BYTES
     idle_timeout: float = IDLE_TIMEOUT
     duckdb_memory_limit: str = DUCKDB_MEMORY_LIMIT
-    tick_seconds: int = 15  # minimum interval between two sensor ticks of a source
+    tick_seconds: int = 15  # between two sensor ticks, and a caught-up reader's windows
+    read_run_seconds: float = 600.0  # how long one reading run reads windows
     marts_seconds: int = 60  # minimum interval between two marts refreshes
     first_day: str = FIRST_DAY  # first daily partition (YYYY-MM-DD, UTC)
     max_line_bytes: int = MAX_LINE_BYTES  # a longer stream line is dead-lettered (prefix + length)
@@ -256,6 +257,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         idle_timeout=float(env.get("RTDS_IDLE_TIMEOUT", d.idle_timeout)),
         duckdb_memory_limit=env.get("RTDS_DUCKDB_MEMORY_LIMIT", d.duckdb_memory_limit),
         tick_seconds=int(env.get("RTDS_TICK_SECONDS", d.tick_seconds)),
+        read_run_seconds=float(env.get("RTDS_READ_RUN_SECONDS", d.read_run_seconds)),
         marts_seconds=int(env.get("RTDS_MARTS_SECONDS", d.marts_seconds)),
         first_day=_day(env.get("RTDS_FIRST_DAY") or d.first_day, "RTDS_FIRST_DAY"),
         max_line_bytes=int(env.get("RTDS_MAX_LINE_BYTES", d.max_line_bytes)),

@@ -15,14 +15,14 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
+from dagster_runs import INSTANCE, cycle, execute, landing_events, read_run, tick
 
 from rtds_pipeline.defs import build_definitions
 from rtds_pipeline.defs.assets import WAREHOUSE_POOL
+from rtds_pipeline.defs.dagster_private import partition_range_tags
+from rtds_pipeline.defs.landing import READER_TAG, reader_name
 from rtds_pipeline.lake.commits import CommitLog
+from rtds_pipeline.lake.live import live_files
 from rtds_pipeline.settings import load_settings
 from rtds_pipeline.testserver.config import Fault
 from rtds_pipeline.warehouse.marts import MARTS
@@ -34,26 +34,6 @@ def settings_for(srv, tmp_path, **env):
     return load_settings({"RTDS_BASE_URL": srv.url, "RTDS_LAKE_URL": str(tmp_path / "lake"),
                           "RTDS_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
                           "RTDS_WINDOW_SECONDS": "20", **env})
-
-
-def tick(defs, instance, name="rtds_events", cursor=None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                  resources=defs.resources)
-    return defs.get_sensor_def(name)(ctx)
-
-
-def execute(defs, instance, request):
-    """Run what a RunRequest asks for, in process, on the same instance."""
-    if request.job_name:
-        result = defs.get_job_def(request.job_name).execute_in_process(
-            instance=instance, tags=request.tags)
-    else:
-        result = dg.materialize(
-            list({id(a): a for a in map(defs.get_assets_def, request.asset_selection)}.values()),
-            instance=instance,
-            tags=request.tags, resources=defs.resources)
-    assert result.success
-    return result
 
 
 def truth_ids(srv, compliance=False):
@@ -75,78 +55,152 @@ def test_definitions_load_without_network(monkeypatch):
     assert keys == {"landing/events", "landing/compliance", "events", "compliance_events",
                     *(m.name for m in MARTS)}
     assert {s.name for s in defs.sensors} == {"rtds_events", "rtds_compliance", "rtds_marts"}
-    events = defs.get_assets_def("events")
+    events = defs.resolve_assets_def("events")
     assert events.backfill_policy == dg.BackfillPolicy.single_run()
     # Every writer of the warehouse waits for the one pool slot.
-    writers = [events.node_def, *(defs.get_job_def(j).nodes[0].definition for j in (
+    writers = [events.node_def, *(defs.resolve_job_def(j).nodes[0].definition for j in (
         "load_events", "load_compliance_events", "events_maintenance"))]
     assert [w.pool for w in writers] == [WAREHOUSE_POOL] * 4
+    # Each source is read by its own job, in its own pool, with a retry policy.
+    for source in ("events", "compliance"):
+        reader = defs.resolve_job_def(f"read_{source}")
+        assert reader.tags[READER_TAG] == source
+        [node] = reader.nodes
+        assert node.definition.pool == f"rtds_reader_{source}"
+        assert node.definition.retry_policy.max_retries > 0
+        # What keeps the landing asset fresh: the source's sensor targets its job.
+        sensor = defs.resolve_sensor_def(f"rtds_{source}")
+        assert {j.name for j in sensor.jobs} == {f"read_{source}", f"load_{'events' if source == 'events' else 'compliance_events'}"}
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {"unique_id", "reconciliation", "dead_letters", "quarantine", "stream_lag",
                       "grain_unique", "consistent"}
 
 
-def test_one_sensor_per_partition_reader(tmp_path):
+def test_one_sensor_and_one_reading_job_per_partition_reader(tmp_path):
     settings = load_settings({"RTDS_PARTITIONS": "3", "RTDS_LAKE_URL": str(tmp_path)})
-    names = {s.name for s in build_definitions(settings).sensors}
+    defs = build_definitions(settings)
+    names = {s.name for s in defs.sensors}
     assert names == {"rtds_events_p0of3", "rtds_events_p1of3", "rtds_events_p2of3", "rtds_compliance",
                      "rtds_marts"}
+    pools = {defs.resolve_job_def(f"read_events_p{i}of3").nodes[0].definition.pool
+             for i in range(3)}
+    assert pools == {f"rtds_reader_events_p{i}of3" for i in range(3)}
 
 
-def test_sensor_ticks_first_nothing_new_and_wiped_instance(fresh_server, tmp_path):
+def test_sensor_keeps_one_reading_run_going_and_requests_loads(fresh_server, tmp_path):
     srv = fresh_server(backlog=3000)
     settings = settings_for(srv, tmp_path)
     defs = build_definitions(settings)
-    with dg.instance_for_test() as instance:
-        first = tick(defs, instance)
-        [landing] = [e for e in first.asset_events if isinstance(e, dg.AssetMaterialization)]
+    lake = defs.resources["lake"].lake()
+    with dg.instance_for_test(overrides=INSTANCE) as instance:
+        first = tick(defs, instance)  # nothing committed yet: a reading run, no load
+        [request] = first.run_requests
+        assert request.job_name == "read_events" and request.tags[READER_TAG] == "events"
+        assert json.loads(first.cursor)["window_seq"] == 0
+
+        run = execute(defs, instance, request)
+        mats, checks = landing_events(run)
+        [landing] = mats
         assert landing.asset_key == dg.AssetKey(["landing", "events"])
         stream_events = sum(1 for r in srv.ground_truth() if r["type"] != "COMPLIANCE")
         assert landing.metadata["events"].value == stream_events
-        assert json.loads(first.cursor)["window_seq"] == 1
-        commit = CommitLog(defs.resources["rtds"].lake(), "events").latest()
-        assert json.loads(first.cursor)["resume_offset"] == commit.resume_offset
-        [request] = first.run_requests
-        assert request.job_name == "load_events" and request.run_key == "events/w1"
-        [lag] = [e for e in first.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
+        assert landing.metadata["reconnects"].value == 0
+        assert landing.metadata["last_errors"].value == []
+        [lag] = checks
         assert lag.passed and lag.metadata["lag_seconds"].value == 0.0  # caught up
+        commit = CommitLog(lake, "events").latest()
+        assert commit.window_seq == 1
 
-        idle = tick(defs, instance, cursor=first.cursor)
-        assert idle.skip_reason is not None and not idle.run_requests
-        assert not [e for e in idle.asset_events if isinstance(e, dg.AssetMaterialization)]
-        assert idle.cursor == first.cursor
+        second = tick(defs, instance, cursor=first.cursor)  # the commit: a load; and reading on
+        assert json.loads(second.cursor)["window_seq"] == 1
+        assert json.loads(second.cursor)["resume_offset"] == commit.resume_offset
+        load, read = sorted(second.run_requests, key=lambda r: r.job_name)
+        assert load.job_name == "load_events" and load.run_key == "events/w1"
+        assert read.job_name == "read_events"
 
-        srv.generate(400)
-        more = tick(defs, instance, cursor=idle.cursor)
-        assert json.loads(more.cursor)["window_seq"] == 2
-        assert [r.run_key for r in more.run_requests] == ["events/w2"]
+        # At most one reading run per source: none is requested while one is queued or running.
+        running = instance.create_run_for_job(defs.resolve_job_def("read_events"),
+                                             status=dg.DagsterRunStatus.STARTED)
+        busy = tick(defs, instance, cursor=second.cursor)
+        assert not busy.run_requests and "reading run in progress" in busy.skip_reason.skip_message
+        instance.delete_run(running.run_id)
+
+        idle = read_run(defs, instance)  # nothing new: no materialization, the lag check still
+        mats, checks = landing_events(idle)
+        assert not mats and [c.passed for c in checks] == [True]
 
     # A wiped instance has no cursor: the sensor resumes from the lake (nothing is read twice)
     # and requests a load, which loads whatever the warehouse has not loaded.
     with dg.instance_for_test() as wiped:
         again = tick(defs, wiped)
-        assert json.loads(again.cursor)["window_seq"] == 2
-        assert not [e for e in again.asset_events if isinstance(e, dg.AssetMaterialization)]
-        [request] = again.run_requests
-        assert request.job_name == "load_events"
+        assert json.loads(again.cursor)["window_seq"] == 1
+        assert {r.job_name for r in again.run_requests} == {"load_events", "read_events"}
+
+
+def test_a_reading_run_asked_to_terminate_stops_after_its_window(fresh_server, tmp_path):
+    """What the UI's Terminate and `make run`'s Ctrl-C do: the run ends at the next window
+    boundary, with what it read committed, though it had minutes of budget left."""
+    import threading
+
+    srv = fresh_server(backlog=500)
+    defs = build_definitions(settings_for(srv, tmp_path, RTDS_WINDOW_SECONDS="2",
+                                          RTDS_TICK_SECONDS="1"))
+    with dg.instance_for_test() as instance:
+        results = []
+        reader = threading.Thread(target=lambda: results.append(
+            read_run(defs, instance, until_caught_up=False, seconds=600)))
+        reader.start()
+        deadline = time.monotonic() + 120
+        while not instance.get_runs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        [run] = instance.get_runs()
+        while CommitLog(defs.resources["lake"].lake(), "events").latest() is None:
+            assert time.monotonic() < deadline, "the reading run committed nothing"
+            time.sleep(0.2)
+        instance.report_run_canceling(run)
+        reader.join(120)
+        assert not reader.is_alive() and results
+        mats, _ = landing_events(results[0])
+        assert mats and mats[0].metadata["events"].value > 0
+
+
+def test_a_failed_reading_run_is_not_retried_at_every_tick(fresh_server, tmp_path, monkeypatch):
+    srv = fresh_server(backlog=100)
+    # A token the server does not know: 401, which no retry can fix.
+    monkeypatch.setenv("RTDS_ACCESS_TOKEN", "no-such-token")
+    defs = build_definitions(settings_for(srv, tmp_path))
+    with dg.instance_for_test(overrides=INSTANCE) as instance:
+        first = tick(defs, instance)
+        [request] = first.run_requests
+        run = execute(defs, instance, request, raise_on_error=False)
+        assert not run.success
+        failure = run.failure_data_for_node(run.job_def.nodes[0].name)
+        assert "HTTP 401" in failure.error.message
+        # The failure was not retried by the retry policy: one attempt.
+        assert not [e for e in run.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        later = tick(defs, instance, cursor=first.cursor)
+        assert not later.run_requests and "failed" in later.skip_reason.skip_message
 
 
 def test_load_runs_do_not_pile_up_and_report_only_changed_days(fresh_server, tmp_path):
     srv = fresh_server(backlog=3000)
     defs = build_definitions(settings_for(srv, tmp_path))
     with dg.instance_for_test() as instance:
+        read_run(defs, instance)
         first = tick(defs, instance)
-        [request] = first.run_requests
+        [request] = [r for r in first.run_requests if r.job_name == "load_events"]
         # A queued load run loads every pending window when it starts: no second request.
-        run = instance.create_run_for_job(defs.get_job_def("load_events"),
+        run = instance.create_run_for_job(defs.resolve_job_def("load_events"),
                                           status=dg.DagsterRunStatus.NOT_STARTED)
         srv.generate(300)
+        read_run(defs, instance)
         second = tick(defs, instance, cursor=first.cursor)
-        assert json.loads(second.cursor)["window_seq"] == 2 and not second.run_requests
+        assert json.loads(second.cursor)["window_seq"] == 2
+        assert not [r for r in second.run_requests if r.job_name == "load_events"]
         instance.delete_run(run.run_id)
         result = execute(defs, instance, request)
         # Both windows loaded by one run; one materialization per day they touched, no more.
-        lake = defs.resources["rtds"].lake()
+        lake = defs.resources["lake"].lake()
         touched = {d for c in CommitLog(lake, "events").all() for d in c.days}
         days = {m.partition for m in result.asset_materializations_for_node("load_events_windows")}
         assert days == touched
@@ -157,22 +211,18 @@ def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_ser
     settings = settings_for(srv, tmp_path)
     defs = build_definitions(settings)
     srv.arm(Fault("reset", after=1500))
-    with dg.instance_for_test() as instance:
+    with dg.instance_for_test(overrides=INSTANCE) as instance:
         cursor = None
         for round_ in range(3):
-            result = tick(defs, instance, cursor=cursor)
-            cursor = result.cursor
-            for request in result.run_requests:
-                execute(defs, instance, request)
+            cursor = cycle(defs, instance, cursor=cursor).cursor
             if round_ == 0:
                 srv.arm(Fault("eof", after=200))
             if round_ < 2:
                 srv.generate(600)
-        comp = tick(defs, instance, name="rtds_compliance")
-        for request in comp.run_requests:
-            execute(defs, instance, request)
-        # The marts sensor sees the loads and refreshes every mart in one run; then nothing
-        # changed, nothing is requested.
+        cycle(defs, instance, cursor=cursor, read=False)  # the load of the last reading run
+        comp = cycle(defs, instance, name="rtds_compliance")
+        cycle(defs, instance, name="rtds_compliance", cursor=comp.cursor, read=False)
+        # The marts sensor sees the new partitions and refreshes every mart in one run.
         marts_tick = tick(defs, instance, name="rtds_marts")
         [refresh] = marts_tick.run_requests
         assert set(refresh.asset_selection) == {dg.AssetKey(m.name) for m in MARTS}
@@ -190,6 +240,16 @@ def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_ser
         evaluations = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
         assert len(evaluations) == len(keys)
         assert all(e.status.value == "SUCCEEDED" for e in evaluations.values())
+        # Every landing materialization belongs to a reading run, and the reset is in its
+        # metadata and in that run's logs.
+        records = instance.fetch_materializations(dg.AssetKey(["landing", "events"]), limit=100)
+        assert records.records and all(
+            instance.get_run_by_id(r.run_id).job_name == "read_events" for r in records.records)
+        first = records.records[-1].asset_materialization  # newest first
+        assert first.metadata["reconnects"].value >= 1
+        assert first.metadata["last_errors"].value
+        logs = [e.user_message for e in instance.all_logs(records.records[-1].run_id)]
+        assert any("reconnecting in" in m for m in logs)
     ids = table_ids(settings)
     assert len(ids) == len(set(ids)) and set(ids) == truth_ids(srv)
     comp_ids = table_ids(settings, "compliance_events")
@@ -202,14 +262,12 @@ def test_range_backfill_equals_the_incremental_path(fresh_server, tmp_path):
     defs = build_definitions(incremental)
     with dg.instance_for_test() as instance:
         cursor = None
-        for round_ in range(3):  # three windows, each followed by its sensor's run
-            result = tick(defs, instance, cursor=cursor)
-            cursor = result.cursor
-            for request in result.run_requests:
-                execute(defs, instance, request)
+        for round_ in range(3):  # three windows, each followed by its load
+            cursor = cycle(defs, instance, cursor=cursor).cursor
             if round_ < 2:
                 srv.generate(700)
-        days = sorted({d for c in CommitLog(defs.resources["rtds"].lake(), "events").all()
+        cycle(defs, instance, cursor=cursor, read=False)
+        days = sorted({d for c in CommitLog(defs.resources["lake"].lake(), "events").all()
                        for d in c.days})
     # The same landing, rebuilt from scratch into a new warehouse by one range run (as the UI's
     # "materialize partition range" or `dagster asset materialize --partition-range` does).
@@ -218,11 +276,11 @@ def test_range_backfill_equals_the_incremental_path(fresh_server, tmp_path):
     backfill = settings_for(srv, tmp_path / "bf")
     bdefs = build_definitions(backfill)
     with dg.instance_for_test() as instance:
-        request = dg.RunRequest(asset_selection=[dg.AssetKey("events")], tags={
-            ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]})
+        request = dg.RunRequest(asset_selection=[dg.AssetKey("events")],
+                                tags=partition_range_tags(days[0], days[-1]))
         result = execute(bdefs, instance, request)
         assert len(result.get_asset_materialization_events()) == len(
-            bdefs.get_assets_def("events").partitions_def.get_partition_keys_in_range(
+            bdefs.resolve_assets_def("events").partitions_def.get_partition_keys_in_range(
                 dg.PartitionKeyRange(days[0], days[-1])))
     q = "SELECT * EXCLUDE (source) FROM events ORDER BY occurred_date, occurred, rtds_offset"
     a = duckdb.connect(incremental.warehouse_path, read_only=True).execute(q).fetchall()
@@ -231,23 +289,33 @@ def test_range_backfill_equals_the_incremental_path(fresh_server, tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_with_dagster_daemon(fresh_server, tmp_path):
-    """`dagster dev` with this repository's workspace.yaml and dagster.yaml: the running sensors
-    land the stream and launch runs until `events` equals the server's ground truth."""
+@pytest.mark.timeout(900)  # six run processes start on two cores; slower still on a loaded box
+def test_end_to_end_four_partition_readers_as_four_concurrent_runs(fresh_server, tmp_path,
+                                                                     monkeypatch):
+    """`dagster dev` with this repository's workspace.yaml and dagster.yaml, RTDS_PARTITIONS=4:
+    the sensors request one reading run per partition reader, the run queue starts them side by
+    side in separate processes (as a run launcher would on separate machines), each reader lands
+    a disjoint part of the stream, their union is the stream, and the loads build `events` equal
+    to the server's ground truth."""
     srv = fresh_server(backlog=6000)
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home)
     env = {**os.environ, "DAGSTER_HOME": str(home), "RTDS_BASE_URL": srv.url,
            "RTDS_LAKE_URL": str(tmp_path / "lake"), "RTDS_WAREHOUSE": str(tmp_path / "wh.duckdb"),
-           "RTDS_WINDOW_SECONDS": "10", "RTDS_TICK_SECONDS": "5"}
+           "RTDS_PARTITIONS": "4", "RTDS_WINDOW_SECONDS": "10", "RTDS_TICK_SECONDS": "5",
+           # Long enough that every reader's first run is still reading when the last starts,
+           # even when starting a run takes half a minute on a loaded machine.
+           "RTDS_READ_RUN_SECONDS": "240"}
     settings = load_settings(env)
+    readers = [s for s in settings.sources if s.subset]
+    assert len(readers) == 4
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
                              "-p", "0"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     want, want_c = truth_ids(srv), truth_ids(srv, compliance=True)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 780
         got: list[str] = []
         while time.monotonic() < deadline:
             time.sleep(3)
@@ -257,12 +325,37 @@ def test_end_to_end_with_dagster_daemon(fresh_server, tmp_path):
                     break
         assert len(got) == len(set(got)) and set(got) == want
         assert len(got_c) == len(set(got_c)) and set(got_c) == want_c
+        lake = build_definitions(settings).resources["lake"].lake()
+        landed = {s.key: set(duckdb.connect().execute("SELECT id FROM read_parquet(?)", [
+            [lake.path(f.path) for f in live_files(lake, s.key)]]).fetchall()) for s in readers}
+        parts = list(landed.values())
+        assert all(parts) and sum(map(len, parts)) == len(set().union(*parts))  # disjoint
+        assert {i for (i,) in set().union(*parts)} == want  # together: the stream
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get() as instance:
+            spans = []
+            for s in readers:
+                runs = instance.get_run_records(dg.RunsFilter(job_name=f"read_{reader_name(s)}"),
+                                                ascending=True)
+                assert runs and runs[0].dagster_run.tags[READER_TAG] == s.key
+                spans.append((runs[0].start_time, runs[0].end_time or time.time()))
+            # Four runs, one per reader, running at the same time.
+            assert max(start for start, _ in spans) < min(end for _, end in spans)
+            records = instance.fetch_materializations(
+                dg.AssetKey(["landing", readers[0].key]), limit=50).records
+            assert records and all(instance.get_run_by_id(r.run_id).job_name ==
+                                   f"read_{reader_name(readers[0])}" for r in records)
     finally:
         proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
+            pass
+        try:  # reading runs still reading, in dagster dev's process group
             os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 @pytest.mark.slow
@@ -285,12 +378,12 @@ def test_an_event_from_both_the_stream_and_the_webhook_is_one_row(tmp_path):
         assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {
             "landing/events", "landing/hook", "events"}
         with dg.instance_for_test() as instance:
-            for name in ("rtds_events", "rtds_hook"):
-                result = tick(defs, instance, name=name)
-                [landing] = [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
-                assert landing.metadata["events"].value > 0
-                for request in result.run_requests:
-                    execute(defs, instance, request)
+            [landing], _ = landing_events(read_run(defs, instance))
+            assert landing.metadata["events"].value > 0
+            result = cycle(defs, instance, name="rtds_hook")  # the webhook's commits, reported
+            [landing] = [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
+            assert landing.metadata["events"].value > 0
+            cycle(defs, instance)
         landed = {s: duckdb.connect().execute(
             f"SELECT count(DISTINCT id) FROM read_parquet('{receiver.lake_url}/landing/"
             f"source={s}/*/*.parquet')").fetchall()[0][0] for s in ("events", "hook")}

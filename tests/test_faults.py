@@ -250,31 +250,53 @@ def test_bad_request_names_the_resume_offset_only_when_there_is_one():
     assert "reset-offset" not in str(BadRequest("bad filter", 400))
 
 
-def _tick(settings):
-    import dagster as dg
+def _reading_run(settings):
+    """One reading run (until caught up) on a real temporary Dagster instance, with the reader's
+    logger managed as dagster_home/dagster.yaml manages it: (result, the run's log lines)."""
+    from dagster_runs import instance, read_run
 
     from rtds_pipeline.defs import build_definitions
     defs = build_definitions(settings)
-    with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
-        return defs.get_sensor_def("rtds_events")(ctx)
+    with instance() as inst:
+        result = read_run(defs, inst, raise_on_error=False)
+        logs = [e.user_message for e in inst.all_logs(result.run_id)]
+    return result, logs
 
 
-def test_a_sensor_tick_survives_a_402_and_fails_loudly_on_a_response_that_is_not_rtds(
-        fresh_server, tmp_path):
-    from rtds_pipeline.stream.errors import InvalidResponse
+def test_a_reading_run_shows_402s_and_reconnects_in_its_logs_and_metadata(fresh_server, tmp_path):
+    from dagster_runs import landing_events
+
+    srv = fresh_server(backlog=3_000)
+    srv.arm(Fault("status", status=402, times=2))
+    srv.arm(Fault("reset", after=1_000))
+    env = {"RTDS_BASE_URL": srv.url, "RTDS_LAKE_URL": str(tmp_path / "lake"),
+           "RTDS_WAREHOUSE": str(tmp_path / "wh.duckdb"), "RTDS_BACKOFF_402_SECONDS": "0.5",
+           "RTDS_WINDOW_SECONDS": "30"}
+    result, logs = _reading_run(load_settings(env))
+    assert result.success  # the run went on after the 402s and the reset, and landed the backlog
+    [landing], [lag] = landing_events(result)
+    meta = {k: v.value for k, v in landing.metadata.items()}
+    assert meta["events"] == sum(1 for r in srv.ground_truth() if r["type"] != "COMPLIANCE")
+    assert meta["reconnects"] == 3 and meta["server_errors"] == 2
+    assert meta["backoff_seconds"] >= 2 * 0.5  # each 402 waited at least the configured back-off
+    assert sum("HTTP 402" in e for e in meta["last_errors"]) == 2
+    assert any("connection lost" in e or "closed" in e for e in meta["last_errors"])
+    # Each retry is a line of the run's log: its cause and the delay before reconnecting.
+    retries = [m for m in logs if "reconnecting in" in m]
+    assert len(retries) == 3 and sum("HTTP 402" in m for m in retries) == 2
+    assert lag.passed
+
+
+def test_a_reading_run_fails_loudly_on_a_response_that_is_not_rtds(tmp_path):
     from rtds_pipeline.testserver.hostile import Behaviour, HostileServer
 
-    srv = fresh_server(backlog=1_000)
-    srv.arm(Fault("status", status=402, times=2))
-    env = {"RTDS_BASE_URL": srv.url, "RTDS_LAKE_URL": str(tmp_path / "lake"),
-           "RTDS_WAREHOUSE": str(tmp_path / "wh.duckdb"), "RTDS_BACKOFF_402_SECONDS": "0.5"}
-    result = _tick(load_settings(env))
-    assert result.run_requests  # the tick went on after the 402s and landed the backlog
     with HostileServer(Behaviour.html()) as hostile:
-        with pytest.raises(InvalidResponse, match="text/html"):  # a failed tick, not a quiet one
-            _tick(load_settings({**env, "RTDS_BASE_URL": hostile.url,
-                                 "RTDS_LAKE_URL": str(tmp_path / "lake2")}))
+        result, logs = _reading_run(load_settings({
+            "RTDS_BASE_URL": hostile.url, "RTDS_LAKE_URL": str(tmp_path / "lake"),
+            "RTDS_WAREHOUSE": str(tmp_path / "wh.duckdb")}))
+    assert not result.success  # a failed run that says why, not a quiet one
+    failure = result.failure_data_for_node(result.job_def.nodes[0].name)
+    assert "text/html" in failure.error.message and "not an RTDS NDJSON stream" in failure.error.message
 
 
 @pytest.mark.slow

@@ -421,7 +421,7 @@ def test_the_housekeeping_job_runs_on_a_schedule_and_reports_on_the_landing_asse
     assert schedule.job_name == "lake_housekeeping"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     with dg.instance_for_test() as instance:
-        result = defs.get_job_def("lake_housekeeping").execute_in_process(instance=instance)
+        result = defs.resolve_job_def("lake_housekeeping").execute_in_process(instance=instance)
         assert result.success
         obs = [e.asset_observation_data.asset_observation for e in result.all_events
                if e.event_type_value == "ASSET_OBSERVATION"]
@@ -514,7 +514,9 @@ def test_lake_compact_on_demand_from_the_command_line(lake):
     assert "events: offset 1000000000036, 8 commits, 2 files, 36 rows" in status.stdout
 
 
-def test_a_sensor_tick_behind_the_stream_fails_the_lag_check_with_the_reason(fresh_server, tmp_path):
+def test_a_reading_run_behind_the_stream_fails_the_lag_check_with_the_reason(fresh_server, tmp_path):
+    from dagster_runs import instance, landing_events, read_run
+
     from rtds_pipeline.defs import build_definitions
     from rtds_pipeline.settings import load_settings
 
@@ -522,20 +524,21 @@ def test_a_sensor_tick_behind_the_stream_fails_the_lag_check_with_the_reason(fre
     settings = load_settings({"RTDS_BASE_URL": srv.url, "RTDS_LAKE_URL": str(tmp_path / "lake"),
                               "RTDS_WAREHOUSE": str(tmp_path / "w.duckdb")})
     defs = build_definitions(settings)
-    lake = defs.resources["rtds"].lake()
+    lake = defs.resources["lake"].lake()
     small_windows(lake, [D1], 1)
     log = CommitLog(lake, "events")
     last = log.latest()
     log.write(dataclasses.replace(last, window_seq=2, files=[], kind=RESET,
                                   resume_offset=offset_of(srv.log().next_seq + 100)))
-    with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
-        result = defs.get_sensor_def("rtds_events")(ctx)
-    [check] = result.asset_events
-    assert check.check_name == "stream_lag" and not check.passed
+    with instance() as inst:
+        result = read_run(defs, inst, raise_on_error=False)
+    mats, [check] = landing_events(result)
+    assert not mats and check.check_name == "stream_lag" and not check.passed
     assert check.severity == dg.AssetCheckSeverity.ERROR
-    assert "behind the lake's committed resume offset" in result.skip_reason.skip_message
-    assert not result.run_requests
+    failure = result.failure_data_for_node(result.job_def.nodes[0].name)
+    assert "behind the lake's committed resume offset" in failure.error.message
+    # Retrying cannot help: the run failed at once.
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
 
 
 def test_any_writer_that_loses_a_sequence_loses_its_files_too(lake):

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from rtds_pipeline.defs import instance
 from rtds_pipeline.defs.assets import (
     daily_partitions,
     day_table_asset,
-    landing_spec,
     load_job,
     maintenance_job,
     maintenance_schedule,
 )
 from rtds_pipeline.defs.lake import housekeeping_job, housekeeping_schedule
+from rtds_pipeline.defs.landing import (
+    landing_asset,
+    read_job,
+    stream_lag_check,
+    webhook_landing_spec,
+)
 from rtds_pipeline.defs.marts import marts_asset, marts_sensor
-from rtds_pipeline.defs.resources import RtdsResource
-from rtds_pipeline.defs.sensors import source_sensor, stream_lag_check
+from rtds_pipeline.defs.resources import LakeResource, ReaderResource, WarehouseResource
+from rtds_pipeline.defs.sensors import source_sensor
 from rtds_pipeline.settings import Settings
 from rtds_pipeline.warehouse.events import TABLES
 from rtds_pipeline.warehouse.marts import marts_for
@@ -24,8 +31,26 @@ from rtds_pipeline.warehouse.marts import marts_for
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything for one configuration; loads without touching the network."""
+    with warnings.catch_warnings():
+        # Two BetaWarnings Dagster raises by itself, once per asset or sensor in every process
+        # that loads the code location: for `backfill_policy` (single-run backfills of the daily
+        # assets need it), and for the sensors' `owners`, which it passes on, unset, when it
+        # binds the resources to a sensor that targets jobs. Only these two are silenced; the
+        # repository is resolved here, once (Dagster caches it), so none is raised later.
+        warnings.filterwarnings("ignore", category=dg.BetaWarning,
+                                message="Parameter `backfill_policy` of function `asset`")
+        warnings.filterwarnings("ignore", category=dg.BetaWarning,
+                                message="Parameter `owners` of initializer `SensorDefinition")
+        defs = _definitions(settings)
+        defs.get_repository_def()
+    return defs
+
+
+def _definitions(settings: Settings) -> dg.Definitions:
     partitions = daily_partitions(settings)
-    assets: list[dg.AssetSpec | dg.AssetsDefinition] = [landing_spec(s) for s in settings.sources]
+    assets: list[dg.AssetSpec | dg.AssetsDefinition] = [
+        webhook_landing_spec(s) if s.webhook else landing_asset(s) for s in settings.sources]
+    reads = {s.key: read_job(s) for s in settings.sources if not s.webhook}
     jobs, schedules, loads = [], [], {}
     for kind in TABLES:
         sources = [s for s in settings.sources if s.feeds == kind]
@@ -39,9 +64,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     tables = [TABLES[kind] for kind in loads]
     if available:
         assets.append(marts_asset(available, tables))
-    sensors = [source_sensor(s, settings, loads[s.feeds]) for s in settings.sources]
+    sensors = [source_sensor(s, settings.tick_seconds, loads[s.feeds], reads.get(s.key))
+               for s in settings.sources]
     if available:
         sensors.append(marts_sensor(available, tables, settings.marts_seconds))
+    lake = LakeResource.from_settings(settings)
     housekeeping = housekeeping_job(settings)
     jobs.append(housekeeping)
     schedules.append(housekeeping_schedule(housekeeping, settings))
@@ -53,11 +80,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         # A webhook source is pushed to: an idle Airship is not lag, so no stream_lag check.
         asset_checks=[stream_lag_check(s) for s in settings.sources if not s.webhook],
         sensors=sensors,
-        jobs=jobs,
+        jobs=[*reads.values(), *jobs],
         schedules=schedules,
         # Runs are one step each: executing it in the run's own process saves a process start.
         executor=dg.in_process_executor,
-        resources={"rtds": RtdsResource(lake_url=settings.lake_url,
-                                        warehouse_path=settings.warehouse_path,
-                                        duckdb_memory_limit=settings.duckdb_memory_limit)},
+        resources={"lake": lake, "warehouse": WarehouseResource.from_settings(settings),
+                   "reader": ReaderResource.from_settings(settings)},
     )

@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext, OpExecutionContext
 
-from rtds_pipeline.defs.resources import RtdsResource
+from rtds_pipeline.defs.resources import LakeResource, WarehouseResource
 from rtds_pipeline.settings import Settings, SourceConfig
 from rtds_pipeline.warehouse import events as wh
 from rtds_pipeline.warehouse.delta import DeltaEvents
@@ -35,19 +35,6 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
     """Days by `occurred` (UTC) from `settings.first_day` (a fixed day, RTDS_FIRST_DAY);
     end_offset=2 admits today and events a few minutes in the future."""
     return dg.DailyPartitionsDefinition(start_date=settings.first_day, timezone="UTC", end_offset=2)
-
-
-def landing_spec(source: SourceConfig) -> dg.AssetSpec:
-    if source.webhook:
-        endpoint = "webhook: POSTed by Airship to `rtds-pipeline webhook`"
-        written = "written by the webhook receiver; each materialization is the commits of a tick"
-    else:
-        endpoint = "/api/events/general" if source.compliance else "/api/events"
-        written = "written by its sensor; each materialization is one committed window"
-    return dg.AssetSpec(
-        landing_key(source), group_name="landing", kinds={"parquet"},
-        description=f"Committed Parquet windows of source `{source.key}` ({endpoint}), {written}.",
-        metadata={"source": source.key, "endpoint": endpoint})
 
 
 def _check_specs(table: str) -> list[dg.AssetCheckSpec]:
@@ -113,12 +100,13 @@ def day_table_asset(kind: str, sources: Sequence[SourceConfig],
                      "warehouse.duckdb. New windows are loaded by the job `load_" + table + "`; "
                      "materializing days here rebuilds them from the landing zone (backfill)."),
     )
-    def _asset(context: AssetExecutionContext, rtds: RtdsResource) -> Iterator[object]:
+    def _asset(context: AssetExecutionContext, lake: LakeResource,
+               warehouse: WarehouseResource) -> Iterator[object]:
         days = list(context.partition_keys)
-        lake = rtds.lake()
-        with rtds.warehouse().writer() as con:
-            wh.load_all(con, lake, sources, kind)
-            result = wh.rebuild_days(con, lake, kind, days)
+        store = lake.lake()
+        with warehouse.warehouse(store).writer() as con:
+            wh.load_all(con, store, sources, kind)
+            result = wh.rebuild_days(con, store, kind, days)
             check = wh.check_days(con, kind, days)
             checks = _checks(table, kind, con, check, days)
         context.log.info(f"{table}: rebuilt {len(days)} day(s), {result.rows} rows from "
@@ -139,10 +127,11 @@ def load_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinition:
 
     @dg.op(name=f"load_{table}_windows", pool=WAREHOUSE_POOL,
            description=f"Load the committed landing windows not loaded yet into `{table}`.")
-    def _load(context: OpExecutionContext, rtds: RtdsResource) -> None:
-        lake = rtds.lake()
-        with rtds.warehouse().writer() as con:
-            result = wh.load_all(con, lake, sources, kind)
+    def _load(context: OpExecutionContext, lake: LakeResource,
+              warehouse: WarehouseResource) -> None:
+        store = lake.lake()
+        with warehouse.warehouse(store).writer() as con:
+            result = wh.load_all(con, store, sources, kind)
             checks = _checks(table, kind, con, result.check, sorted(result.days))
         context.log.info(f"{table}: {result.windows} window(s), {result.rows} new rows in "
                          f"{len(result.days)} day(s), {result.copies_dropped} copies dropped, "
@@ -168,14 +157,15 @@ def maintenance_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinit
     table = wh.TABLES[kind]
 
     @dg.op(name=f"{table}_maintenance_op", pool=WAREHOUSE_POOL)
-    def _maintain(context: OpExecutionContext, rtds: RtdsResource) -> None:
-        lake = rtds.lake()
-        with rtds.warehouse().writer() as con:
-            wh.load_all(con, lake, sources, kind)
-            days = wh.days_to_compact(con, lake, kind, SETTLE_HOURS)
-            wh.compact_days(con, lake, kind, days)
-            full = wh.full_check(con, lake, kind)
-        removed = DeltaEvents(lake, table).vacuum(VACUUM_HOURS)
+    def _maintain(context: OpExecutionContext, lake: LakeResource,
+                  warehouse: WarehouseResource) -> None:
+        store = lake.lake()
+        with warehouse.warehouse(store).writer() as con:
+            wh.load_all(con, store, sources, kind)
+            days = wh.days_to_compact(con, store, kind, SETTLE_HOURS)
+            wh.compact_days(con, store, kind, days)
+            full = wh.full_check(con, store, kind)
+        removed = DeltaEvents(store, table).vacuum(VACUUM_HOURS)
         context.log.info(f"{table}: compacted {len(days)} settled day(s), vacuumed "
                          f"{len(removed)} file(s); full check {'ok' if full.ok else 'FAILED'}")
         for day in days:

@@ -5,7 +5,7 @@ reports what it did on every source's landing asset (an observation with the num
 import dagster as dg
 
 from rtds_pipeline.defs.assets import landing_key
-from rtds_pipeline.defs.resources import RtdsResource
+from rtds_pipeline.defs.resources import LakeResource
 from rtds_pipeline.lake.compaction import housekeep
 from rtds_pipeline.settings import Settings
 
@@ -17,10 +17,10 @@ def housekeeping_job(settings: Settings) -> dg.JobDefinition:
            f"{settings.compact_max_files} files per source and day, deletes superseded files "
            f"after {settings.superseded_retention_hours:g} h and orphans after "
            f"{settings.orphan_grace_hours:g} h, writes the commit-log checkpoints.")
-    def _op(context: dg.OpExecutionContext, rtds: RtdsResource) -> None:
-        lake = rtds.lake()
+    def _op(context: dg.OpExecutionContext, lake: LakeResource) -> None:
+        store = lake.lake()
         for source in settings.sources:
-            done = housekeep(lake, source.key, **settings.lake_housekeeping())
+            done = housekeep(store, source.key, **settings.lake_housekeeping())
             for d in done.compacted:
                 context.log.info(f"{source.key} {d.day}: {d.files_before} files -> "
                                  f"{d.files_after} (record {d.seq})")

@@ -11,7 +11,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from rtds_pipeline.defs.assets import WAREHOUSE_POOL
-from rtds_pipeline.defs.resources import RtdsResource
+from rtds_pipeline.defs.resources import LakeResource, WarehouseResource
 from rtds_pipeline.warehouse import marts
 
 # Real streams can carry opens of pushes whose sends fell out of RTDS's 7-day window, so a push
@@ -55,8 +55,9 @@ def marts_asset(available: list[marts.Mart], tables: list[str]) -> dg.AssetsDefi
         name="marts", specs=[_spec(m, upstream) for m in available], pool=WAREHOUSE_POOL,
         check_specs=[c for m in available for c in _check_specs(m)],
         description="Refreshes every mart in one writer session and publishes once.")
-    def _marts(context: AssetExecutionContext, config: MartsConfig, rtds: RtdsResource):
-        with rtds.warehouse().writer() as con:
+    def _marts(context: AssetExecutionContext, config: MartsConfig, lake: LakeResource,
+               warehouse: WarehouseResource):
+        with warehouse.warehouse(lake.lake()).writer() as con:
             done = marts.refresh(con, available, full=config.full_refresh)
             results = []
             for r in done:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -40,10 +41,17 @@ from rtds_pipeline.settings import (
     WINDOW_SECONDS,
 )
 from rtds_pipeline.stream.connection import Endpoint, StreamConnection
-from rtds_pipeline.stream.errors import ConnectionLost, RtdsStreamError, TooManyConnections
+from rtds_pipeline.stream.errors import (
+    ConnectionLost,
+    RtdsStreamError,
+    ServerError,
+    TooManyConnections,
+)
 
 MIN_EVENT_BYTES = 64  # no RTDS event line is shorter (id, type, offset and two timestamps)
 DEAD_PREFIX_BYTES = 4096  # what a dead letter keeps of an overlong line
+# Under Dagster, `python_logs.managed_python_loggers: [rtds_pipeline]` puts these in run logs.
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +90,8 @@ class WindowStats:
     offset_updates: int = 0
     keepalives: int = 0
     reconnects: int = 0
+    backoff_seconds: float = 0.0  # waited before reconnecting
+    server_errors: int = 0  # HTTP 5xx and 402 answers
     replayed_dropped: int = 0
     first_offset: str | None = None
     last_offset: str | None = None
@@ -89,6 +99,15 @@ class WindowStats:
     stop_reason: str = ""
     errors: list[str] = dataclasses.field(default_factory=list)
     fatal: RtdsStreamError | None = None
+
+    def retrying(self, error: RtdsStreamError, delay: float, where: str) -> None:
+        """Count and log one retried error and the back-off before the next attempt."""
+        self.errors.append(str(error))
+        self.backoff_seconds += delay
+        if isinstance(error, ServerError | TooManyConnections):
+            self.server_errors += 1
+        logger.warning("%s: %s; reconnecting in %.1f s (resuming after offset %s)",
+                       where, error, delay, self.last_offset)
 
 
 # What the reader hands to the pipeline, in stream order: complete lines to parse, or a batch
@@ -295,8 +314,8 @@ class WindowReader:
                     stats.fatal = exc
                     stats.stop_reason = f"error: {type(exc).__name__}"
                     return stats
-                stats.errors.append(str(exc))
                 delay = self.backoff.delay(attempt, exc)
+                stats.retrying(exc, delay, self.endpoint.url)
                 attempt += 1
                 if isinstance(exc, TooManyConnections):
                     # The slot is held elsewhere: wait it out, across windows if need be; the
@@ -327,6 +346,8 @@ class WindowReader:
         if wait <= 0:
             return False
         remaining = deadline - time.monotonic()
+        logger.info("%s: waiting %.0f s more before connecting (HTTP 402 back-off)",
+                    self.endpoint.url, wait)
         time.sleep(max(0.0, min(wait, remaining)))
         return wait >= remaining
 
