@@ -29,7 +29,7 @@ def run_variant(name: str, url: str) -> dict:
 
     # Imports happen before the clock starts: every variant pays them once, none in the timing.
     # Ours first, as in the pipeline's processes: it sets jemalloc's options before pyarrow loads.
-    import rtds_pipeline.ingest  # noqa: F401
+    import rtds_pipeline.extract.ingest  # noqa: F401
 
     # isort: split
     import orjson  # noqa: F401
@@ -78,8 +78,8 @@ def run_variant(name: str, url: str) -> dict:
         return {"variant": name, "events": events, "seconds": took,
                 "events_per_s": events / took, "mb_per_s": nbytes / took / 1e6, "peak_rss_mb": rss}
     if name == "server":
-        from rtds_pipeline.rtds.request import StreamRequest
-        from rtds_pipeline.stream.connection import Endpoint, StreamConnection
+        from rtds_pipeline.extract.connection import Endpoint, StreamConnection
+        from rtds_pipeline.protocol.request import StreamRequest
         conn = StreamConnection(Endpoint(url, "test-app-key", access_token="test-access-token"),
                                 StreamRequest(start="EARLIEST"), idle_timeout=5)
         for chunk in conn.chunks():
@@ -88,10 +88,10 @@ def run_variant(name: str, url: str) -> dict:
             if b"\n\n" in chunk or chunk == b"\n":
                 break
     elif name == "ours":
-        from rtds_pipeline.ingest import ingest_window
+        from rtds_pipeline.extract.ingest import ingest_window
+        from rtds_pipeline.extract.reader import WindowLimits
         from rtds_pipeline.lake.storage import open_lake
         from rtds_pipeline.settings import SourceConfig
-        from rtds_pipeline.stream.reader import WindowLimits
         out = ingest_window(SourceConfig(name="bench", base_url=url),
                             open_lake(scratch_dir("bench-lake-")),
                             WindowLimits(max_seconds=600, max_events=10**9))
@@ -123,8 +123,8 @@ def run_variant(name: str, url: str) -> dict:
     elif name == "parse_only":
         import orjson
 
-        from rtds_pipeline.rtds.request import StreamRequest
-        from rtds_pipeline.stream.connection import Endpoint, StreamConnection
+        from rtds_pipeline.extract.connection import Endpoint, StreamConnection
+        from rtds_pipeline.protocol.request import StreamRequest
         conn = StreamConnection(Endpoint(url, "test-app-key", access_token="test-access-token"),
                                 StreamRequest(start="EARLIEST"), idle_timeout=5)
         parts = []

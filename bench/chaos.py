@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from bench.scratch import scratch_dir
 from rtds_pipeline.lake.commits import CommitLog
 from rtds_pipeline.lake.storage import Lake, open_lake
-from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
+from rtds_pipeline.protocol.timestamps import iso_ms, now_ms
 from rtds_pipeline.testserver.app import ServerOptions, TestServer
 from rtds_pipeline.testserver.config import Fault, config_from_dict
 from rtds_pipeline.testserver.hostile import Behaviour, FaultProxy, HostileServer, self_signed_tls

@@ -41,10 +41,10 @@ class _MallInfo2(ctypes.Structure):
 
 def run_window(url: str) -> dict:
     # Ours first, as in the pipeline's processes: it sets jemalloc's options before pyarrow loads.
-    from rtds_pipeline.ingest import ingest_window
+    from rtds_pipeline.extract.ingest import ingest_window
+    from rtds_pipeline.extract.reader import WindowLimits
     from rtds_pipeline.lake.storage import open_lake
     from rtds_pipeline.settings import SourceConfig
-    from rtds_pipeline.stream.reader import WindowLimits
 
     # isort: split
     import orjson  # noqa: F401  -- the same imports as `python -m bench`'s variants

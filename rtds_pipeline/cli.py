@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rtds_pipeline.rtds.loopback import (
+from rtds_pipeline.protocol.loopback import (
     TEST_ACCESS_TOKEN,
     TEST_APP_KEY,
     TEST_MASTER_SECRET,
@@ -19,7 +19,7 @@ from rtds_pipeline.rtds.loopback import (
 )
 
 if TYPE_CHECKING:
-    from rtds_pipeline.stream.reader import WindowStats
+    from rtds_pipeline.extract.reader import WindowStats
     from rtds_pipeline.testserver.webhook_sender import WebhookOptions
 
 
@@ -72,9 +72,9 @@ def _testserver(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     """Every failure ends in one line on stderr saying what and what to do, and exit 1 (2 for
     settings); never a traceback (RTDS_DEBUG=1 adds it)."""
+    from rtds_pipeline.extract.errors import RtdsStreamError
     from rtds_pipeline.lake.retry import ObjectStoreUnavailable
     from rtds_pipeline.settings import SettingsError
-    from rtds_pipeline.stream.errors import RtdsStreamError
 
     try:
         return _ingest_windows(args)
@@ -98,7 +98,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _ingest_windows(args: argparse.Namespace) -> int:
-    from rtds_pipeline.ingest import limits_from, read_windows
+    from rtds_pipeline.extract.ingest import limits_from, read_windows
     from rtds_pipeline.lake.retry import StoreRetry
     from rtds_pipeline.lake.storage import open_lake
     from rtds_pipeline.settings import load_settings
@@ -156,14 +156,14 @@ def _window_line(window: int, stats: WindowStats, seconds: float) -> str:
 
 
 def _lag(max_processed: str | None) -> str:
-    from rtds_pipeline.rtds.timestamps import parse_iso_ms
+    from rtds_pipeline.protocol.timestamps import parse_iso_ms
     return _lag_ms(parse_iso_ms(max_processed) if max_processed else None)
 
 
 def _lag_ms(max_processed_ms: int | None) -> str:
     if not max_processed_ms:
         return "n/a"
-    from rtds_pipeline.rtds.timestamps import now_ms
+    from rtds_pipeline.protocol.timestamps import now_ms
     return f"{(now_ms() - max_processed_ms) / 1000:,.0f} s"
 
 
@@ -195,11 +195,11 @@ def _lake_status(args: argparse.Namespace) -> int:
 def _lake_reset_offset(args: argparse.Namespace) -> int:
     """Move a source's position with a commit (listing no files): the repair for a resume offset
     RTDS refuses (HTTP 400), e.g. one that expired past retention."""
-    from rtds_pipeline.ingest import publish, reset_commit
+    from rtds_pipeline.extract.ingest import publish, reset_commit
     from rtds_pipeline.lake.commits import CommitLog
     from rtds_pipeline.lake.retry import ObjectStoreUnavailable, StoreRetry
     from rtds_pipeline.lake.storage import open_lake
-    from rtds_pipeline.rtds.request import STARTS
+    from rtds_pipeline.protocol.request import STARTS
     from rtds_pipeline.settings import SettingsError, load_settings
 
     to = args.to.upper() if args.to.upper() in STARTS else args.to
@@ -335,10 +335,10 @@ def _webhook(args: argparse.Namespace) -> int:
     import logging
 
     from rtds_pipeline.allocator import return_memory_promptly
+    from rtds_pipeline.extract.webhook.config import load_webhook_config
+    from rtds_pipeline.extract.webhook.server import serve
     from rtds_pipeline.lake.storage import open_lake
     from rtds_pipeline.settings import SettingsError, load_settings
-    from rtds_pipeline.webhook.config import load_webhook_config
-    from rtds_pipeline.webhook.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

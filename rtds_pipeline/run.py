@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from rtds_pipeline.rtds.loopback import TEST_SERVER_PORT
+from rtds_pipeline.protocol.loopback import TEST_SERVER_PORT
 from rtds_pipeline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

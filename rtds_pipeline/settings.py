@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from rtds_pipeline.rtds.events import BASE_URLS, IDLE_RECONNECT_SECONDS
-from rtds_pipeline.rtds.loopback import (
+from rtds_pipeline.extract.connection import Endpoint
+from rtds_pipeline.protocol.events import BASE_URLS, IDLE_RECONNECT_SECONDS
+from rtds_pipeline.protocol.loopback import (
     TEST_ACCESS_TOKEN,
     TEST_APP_KEY,
     TEST_MASTER_SECRET,
     TEST_SERVER_URL,
 )
-from rtds_pipeline.rtds.request import STARTS, RequestError, StreamRequest
-from rtds_pipeline.stream.connection import Endpoint
+from rtds_pipeline.protocol.request import STARTS, RequestError, StreamRequest
 
 # The defaults, each written here once; the reader and the resources import them. With nothing
 # configured, a source reads the built-in test server's public app (rtds/loopback.py).

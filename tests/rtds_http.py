@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from rtds_pipeline.rtds.events import ACCEPT
+from rtds_pipeline.protocol.events import ACCEPT
 
 TOKEN = "test-access-token"
 APP = "test-app-key"

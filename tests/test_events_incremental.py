@@ -17,13 +17,13 @@ import pyarrow as pa
 import pytest
 from landing import commit_window, event
 
-from rtds_pipeline.ingest import ingest_window
+from rtds_pipeline.extract.ingest import ingest_window
+from rtds_pipeline.extract.reader import WindowLimits
 from rtds_pipeline.lake.batch import parse_batch
 from rtds_pipeline.lake.commits import Commit, CommitLog
 from rtds_pipeline.lake.storage import open_lake
 from rtds_pipeline.lake.writer import LandingWriter
 from rtds_pipeline.settings import SourceConfig
-from rtds_pipeline.stream.reader import WindowLimits
 from rtds_pipeline.warehouse import events as wh
 from rtds_pipeline.warehouse.store import Warehouse
 

@@ -19,14 +19,14 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from rtds_pipeline.ingest import ingest_window, publish, reset_commit
+from rtds_pipeline.extract.errors import BadRequest, TooManyConnections
+from rtds_pipeline.extract.ingest import ingest_window, publish, reset_commit
+from rtds_pipeline.extract.reader import Backoff, WindowLimits
 from rtds_pipeline.lake.commits import CommitLog
 from rtds_pipeline.lake.live import live_files
 from rtds_pipeline.lake.retry import ObjectStoreUnavailable, StoreRetry
 from rtds_pipeline.lake.storage import Lake, open_lake
 from rtds_pipeline.settings import SourceConfig, load_settings
-from rtds_pipeline.stream.errors import BadRequest, TooManyConnections
-from rtds_pipeline.stream.reader import Backoff, WindowLimits
 from rtds_pipeline.testserver.config import Fault
 from rtds_pipeline.testserver.hostile import FaultProxy
 

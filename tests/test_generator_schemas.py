@@ -11,8 +11,8 @@ import jsonschema
 import orjson
 import pytest
 
-from rtds_pipeline.rtds.events import EVENT_TYPES
-from rtds_pipeline.rtds.timestamps import now_ms
+from rtds_pipeline.protocol.events import EVENT_TYPES
+from rtds_pipeline.protocol.timestamps import now_ms
 from rtds_pipeline.testserver.log import UNKNOWN_TYPE, StreamLog
 
 # Airship's reference spec is not part of the repository. RTDS_AIRSHIP_SPEC names it (`.ci/run`

@@ -16,15 +16,15 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from rtds_pipeline.ingest import ingest_window
+from rtds_pipeline.extract.errors import InvalidResponse, RedirectLoop, TlsFailure
+from rtds_pipeline.extract.ingest import ingest_window
+from rtds_pipeline.extract.reader import WindowLimits
 from rtds_pipeline.lake.batch import parse_batch
 from rtds_pipeline.lake.commits import CommitLog
 from rtds_pipeline.lake.storage import open_lake
-from rtds_pipeline.rtds.events import is_offset
-from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
+from rtds_pipeline.protocol.events import is_offset
+from rtds_pipeline.protocol.timestamps import iso_ms, now_ms
 from rtds_pipeline.settings import SourceConfig
-from rtds_pipeline.stream.errors import InvalidResponse, RedirectLoop, TlsFailure
-from rtds_pipeline.stream.reader import WindowLimits
 from rtds_pipeline.testserver.hostile import Behaviour, HostileServer, self_signed_tls
 
 FAST = WindowLimits(max_seconds=20, idle_timeout=10, batch_bytes=1 << 20)
@@ -164,10 +164,10 @@ def test_a_line_that_never_ends_keeps_memory_bounded(tmp_path):
     with HostileServer(Behaviour.lines(body, endless_bytes=400 << 20, keepalive=False)) as srv:
         code = textwrap.dedent(f"""
             import psutil
-            from rtds_pipeline.ingest import ingest_window
+            from rtds_pipeline.extract.ingest import ingest_window
             from rtds_pipeline.lake.storage import open_lake
             from rtds_pipeline.settings import SourceConfig
-            from rtds_pipeline.stream.reader import WindowLimits
+            from rtds_pipeline.extract.reader import WindowLimits
             lake = open_lake({str(tmp_path / "lake")!r})
             ingest_window(SourceConfig("warmup", base_url={srv.url!r}), lake,
                           WindowLimits(max_seconds=30, max_bytes=1 << 20, batch_bytes=1 << 20))

@@ -17,19 +17,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from rtds_pipeline.allocator import DIRTY_DECAY_MS, JEMALLOC_CONF
-from rtds_pipeline.ingest import WindowOutcome, ingest_window
-from rtds_pipeline.lake.commits import CommitLog
-from rtds_pipeline.lake.live import collect_orphans, live_files
-from rtds_pipeline.lake.storage import Lake, open_lake
-from rtds_pipeline.settings import SourceConfig
-from rtds_pipeline.stream.errors import (
+from rtds_pipeline.extract.errors import (
     BadRequest,
     NoDataYet,
     NotEntitled,
     RedirectLoop,
     Unauthorized,
 )
-from rtds_pipeline.stream.reader import WindowLimits
+from rtds_pipeline.extract.ingest import WindowOutcome, ingest_window
+from rtds_pipeline.extract.reader import WindowLimits
+from rtds_pipeline.lake.commits import CommitLog
+from rtds_pipeline.lake.live import collect_orphans, live_files
+from rtds_pipeline.lake.storage import Lake, open_lake
+from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.testserver.config import Fault
 
 FAST = WindowLimits(max_seconds=20, idle_timeout=10, batch_bytes=1 << 20)
@@ -299,7 +299,7 @@ def test_window_memory_pool_respects_an_explicit_choice(chosen: str | None, expe
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     if chosen:
         env["ARROW_DEFAULT_MEMORY_POOL"] = chosen
-    code = ("from rtds_pipeline.ingest import return_memory_promptly; import pyarrow as pa; "
+    code = ("from rtds_pipeline.extract.ingest import return_memory_promptly; import pyarrow as pa; "
             "return_memory_promptly(); print(pa.default_memory_pool().backend_name)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)

@@ -24,7 +24,8 @@ import pytest
 from commit_race import race
 from landing import commit_window, event
 
-from rtds_pipeline.ingest import StreamHeadBehind, ingest_window
+from rtds_pipeline.extract.ingest import StreamHeadBehind, ingest_window
+from rtds_pipeline.extract.reader import WindowLimits
 from rtds_pipeline.lake.batch import parse_batch
 from rtds_pipeline.lake.commits import (
     COMPACTION,
@@ -40,7 +41,6 @@ from rtds_pipeline.lake.live import LakeState, live_files, load_state, write_che
 from rtds_pipeline.lake.storage import Lake, open_lake
 from rtds_pipeline.lake.writer import LandingWriter
 from rtds_pipeline.settings import SourceConfig
-from rtds_pipeline.stream.reader import WindowLimits
 from rtds_pipeline.testserver.app import ServerOptions, TestServer
 from rtds_pipeline.testserver.config import Fault
 from rtds_pipeline.testserver.log import offset_of

@@ -8,10 +8,10 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from rtds_pipeline.extract.reader import _Pipeline
 from rtds_pipeline.lake.batch import parse_batch
 from rtds_pipeline.lake.storage import open_lake
 from rtds_pipeline.lake.writer import HELD_ROWS, SMALL_SLICE_ROWS, LandingWriter
-from rtds_pipeline.stream.reader import _Pipeline
 
 
 def test_flushes_keep_every_row_once_and_small_days_in_one_file_per_window(tmp_path):

@@ -45,7 +45,7 @@ def product_modules() -> list[Path]:
 def test_testserver_imports_only_the_protocol_and_itself():
     wrong = [(p.name, m) for p in TESTSERVER.rglob("*.py") for m, _, _ in imports(p)
              if m.startswith("rtds_pipeline") and not m.startswith(
-                 ("rtds_pipeline.rtds", "rtds_pipeline.testserver"))]
+                 ("rtds_pipeline.protocol", "rtds_pipeline.testserver"))]
     assert wrong == []
 
 

@@ -10,9 +10,9 @@ import dataclasses
 import pytest
 from landing import SOURCES, commit_window, event
 
-from rtds_pipeline.ingest import ingest_window
+from rtds_pipeline.extract.ingest import ingest_window
+from rtds_pipeline.extract.reader import WindowLimits
 from rtds_pipeline.lake.storage import open_lake
-from rtds_pipeline.stream.reader import WindowLimits
 from rtds_pipeline.testserver.app import ServerOptions, TestServer
 from rtds_pipeline.testserver.log import Quirks
 from rtds_pipeline.warehouse import events as wh

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from landing import SOURCES, build_warehouse
 
-from rtds_pipeline.ingest import ingest_window
+from rtds_pipeline.extract.ingest import ingest_window
+from rtds_pipeline.extract.reader import WindowLimits
 from rtds_pipeline.lake.storage import open_lake
-from rtds_pipeline.stream.reader import WindowLimits
 from rtds_pipeline.testserver.app import ServerOptions, TestServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"

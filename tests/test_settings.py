@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 from rtds_pipeline.defs.assets import daily_partitions
-from rtds_pipeline.ingest import limits_from
+from rtds_pipeline.extract.ingest import limits_from
+from rtds_pipeline.extract.reader import WindowLimits
 from rtds_pipeline.settings import FIRST_DAY, Settings, SettingsError, load_settings
-from rtds_pipeline.stream.reader import WindowLimits
 
 
 def test_the_first_partition_day_is_fixed_and_can_be_moved():

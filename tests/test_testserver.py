@@ -247,7 +247,7 @@ def test_users_filter(server):
 def test_latency_filter_drops_old_occurred(fresh_server):
     srv = fresh_server(backlog=3000)
     events = read(srv.url, {"start": "EARLIEST", "filters": [{"latency": 3_600_000}]}, n=3000, seconds=3)
-    from rtds_pipeline.rtds.timestamps import now_ms, parse_iso_ms
+    from rtds_pipeline.protocol.timestamps import now_ms, parse_iso_ms
     assert events and all(now_ms() - parse_iso_ms(e["occurred"]) <= 3_600_000 + 10_000 for e in events)
     assert len(events) < 3000
 
@@ -364,7 +364,7 @@ def test_same_seed_same_stream():
 
 
 def test_quirks_are_observable(server):
-    from rtds_pipeline.rtds.timestamps import parse_iso_ms
+    from rtds_pipeline.protocol.timestamps import parse_iso_ms
     truth = server.ground_truth()
     ids = Counter(r["id"] for r in truth)
     dups = [r for r in truth if r["duplicate"]]

@@ -226,8 +226,8 @@ def test_readers_are_never_locked_out_by_the_writer(tmp_path, lake):
 def test_events_build_from_a_lake_on_a_real_s3_server(fresh_server, s3_server, tmp_path):
     import random
 
-    from rtds_pipeline.ingest import ingest_window
-    from rtds_pipeline.stream.reader import WindowLimits
+    from rtds_pipeline.extract.ingest import ingest_window
+    from rtds_pipeline.extract.reader import WindowLimits
 
     srv = fresh_server(backlog=3000)
     lake = open_lake("s3://lake/wh-" + str(random.randrange(10**9)), s3_server)

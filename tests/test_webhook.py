@@ -28,6 +28,9 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from rtds_pipeline.extract.webhook.commit import split_body
+from rtds_pipeline.extract.webhook.config import SettingsError as ConfigError
+from rtds_pipeline.extract.webhook.config import load_webhook_config, parse_headers
 from rtds_pipeline.lake.commits import CommitLog
 from rtds_pipeline.lake.live import live_files
 from rtds_pipeline.lake.storage import Lake, open_lake
@@ -36,9 +39,6 @@ from rtds_pipeline.settings import SettingsError, SourceConfig, load_settings
 from rtds_pipeline.testserver.app import ServerOptions, TestServer
 from rtds_pipeline.testserver.log import Quirks
 from rtds_pipeline.testserver.webhook_sender import AIRSHIP_BATCH_SIZES, WebhookOptions
-from rtds_pipeline.webhook.commit import split_body
-from rtds_pipeline.webhook.config import SettingsError as ConfigError
-from rtds_pipeline.webhook.config import load_webhook_config, parse_headers
 
 SOURCE = "hook"
 BASIC = ("airship", "s3cret-pass")

@@ -10,9 +10,9 @@ import orjson
 import pyarrow as pa
 from landing import event
 
+from rtds_pipeline.extract.reader import WindowLimits, WindowState
 from rtds_pipeline.lake.batch import ParsedBatch, parse_batch
-from rtds_pipeline.rtds.timestamps import parse_iso_ms
-from rtds_pipeline.stream.reader import WindowLimits, WindowState
+from rtds_pipeline.protocol.timestamps import parse_iso_ms
 
 PROCESSED = "2026-12-01T10:00:00.000Z"
 

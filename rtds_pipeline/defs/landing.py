@@ -18,13 +18,13 @@ import dagster as dg
 from rtds_pipeline.defs.assets import landing_key
 from rtds_pipeline.defs.dagster_private import UnresolvedAssetJobDefinition
 from rtds_pipeline.defs.resources import LakeResource, ReaderResource
-from rtds_pipeline.ingest import StreamHeadBehind, WindowOutcome, read_windows
+from rtds_pipeline.extract.errors import RtdsStreamError
+from rtds_pipeline.extract.ingest import StreamHeadBehind, WindowOutcome, read_windows
+from rtds_pipeline.extract.reader import WindowStats
 from rtds_pipeline.lake.commits import Commit, CommitConflict, CommitLog
 from rtds_pipeline.lake.retry import ObjectStoreUnavailable
-from rtds_pipeline.rtds.timestamps import parse_iso_ms
+from rtds_pipeline.protocol.timestamps import parse_iso_ms
 from rtds_pipeline.settings import SourceConfig
-from rtds_pipeline.stream.errors import RtdsStreamError
-from rtds_pipeline.stream.reader import WindowStats
 
 RETENTION_S = 7 * 86400  # RTDS replays at most 7 days: a reader further behind loses data
 LAG_WARN, LAG_FAIL = 0.5, 0.8

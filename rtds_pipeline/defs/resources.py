@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from rtds_pipeline.ingest import limits_from
+from rtds_pipeline.extract.ingest import limits_from
+from rtds_pipeline.extract.reader import WindowLimits
 from rtds_pipeline.lake.retry import StoreRetry
 from rtds_pipeline.lake.storage import Lake, open_lake
 from rtds_pipeline.settings import Settings
-from rtds_pipeline.stream.reader import WindowLimits
 from rtds_pipeline.warehouse.store import Warehouse
 
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from rtds_pipeline.rtds.events import (
+from rtds_pipeline.protocol.events import (
     EVENT_TIME_SLACK_DAYS,
     MAX_EVENT_AGE_DAYS,
     MIN_PROCESSED,

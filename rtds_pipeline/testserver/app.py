@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 
-from rtds_pipeline.rtds.events import ACCEPT, COMPLIANCE_PATH, EVENTS_PATH, OFFSET_UPDATE
-from rtds_pipeline.rtds.loopback import TEST_SERVER_PORT
-from rtds_pipeline.rtds.request import RequestError, StreamRequest, parse_request
-from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
+from rtds_pipeline.protocol.events import ACCEPT, COMPLIANCE_PATH, EVENTS_PATH, OFFSET_UPDATE
+from rtds_pipeline.protocol.loopback import TEST_SERVER_PORT
+from rtds_pipeline.protocol.request import RequestError, StreamRequest, parse_request
+from rtds_pipeline.protocol.timestamps import iso_ms, now_ms
 from rtds_pipeline.testserver import http
 from rtds_pipeline.testserver.config import (
     SAMPLE_CREDENTIAL,

@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from rtds_pipeline.rtds.loopback import TEST_ACCESS_TOKEN, TEST_APP_KEY, TEST_MASTER_SECRET
+from rtds_pipeline.protocol.loopback import TEST_ACCESS_TOKEN, TEST_APP_KEY, TEST_MASTER_SECRET
 
 # Airship's public test-server credential (basic auth), accepted on /api/events.
 SAMPLE_CREDENTIAL = ("sample_connection", "sample_connection")

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from rtds_pipeline.rtds.timestamps import iso_ms
+from rtds_pipeline.protocol.timestamps import iso_ms
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
+from rtds_pipeline.protocol.timestamps import iso_ms, now_ms
 from rtds_pipeline.testserver.generator import DAY_MS, HOUR_MS, LifecycleGenerator
 
 OFFSET_BASE = 1_000_000_000_000

@@ -11,8 +11,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from rtds_pipeline.rtds.request import StreamRequest
-from rtds_pipeline.rtds.timestamps import now_ms, parse_iso_ms
+from rtds_pipeline.protocol.request import StreamRequest
+from rtds_pipeline.protocol.timestamps import now_ms, parse_iso_ms
 
 _MISSING = object()
 Event = dict[str, Any]

@@ -1,1 +1,2 @@
-"""DuckDB: the events load (dedupe + order), the marts (SQL files) and read-only access."""
+"""Transform and load: the Delta `events` tables loaded per window (dedupe + order), the
+incremental marts (SQL files) and the published read-only DuckDB file."""

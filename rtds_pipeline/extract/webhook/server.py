@@ -12,11 +12,11 @@ from collections.abc import Callable
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from rtds_pipeline.extract.webhook.app import create_app
+from rtds_pipeline.extract.webhook.config import WebhookConfig
 from rtds_pipeline.lake.storage import Lake
-from rtds_pipeline.webhook.app import create_app
-from rtds_pipeline.webhook.config import WebhookConfig
 
-log = logging.getLogger("rtds_pipeline.webhook")
+log = logging.getLogger("rtds_pipeline.extract.webhook")
 
 
 def head_timeout_protocol(seconds: float) -> type[HttpToolsProtocol]:

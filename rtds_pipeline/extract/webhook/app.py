@@ -25,9 +25,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rtds_pipeline.lake.storage import Lake
-from rtds_pipeline.webhook.auth import Authenticator
-from rtds_pipeline.webhook.commit import (
+from rtds_pipeline.extract.webhook.auth import Authenticator
+from rtds_pipeline.extract.webhook.commit import (
     GroupCommitter,
     NotDurable,
     Overloaded,
@@ -35,9 +34,10 @@ from rtds_pipeline.webhook.commit import (
     WindowStats,
     split_body,
 )
-from rtds_pipeline.webhook.config import WebhookConfig
+from rtds_pipeline.extract.webhook.config import WebhookConfig
+from rtds_pipeline.lake.storage import Lake
 
-log = logging.getLogger("rtds_pipeline.webhook")
+log = logging.getLogger("rtds_pipeline.extract.webhook")
 
 SPLIT_IN_THREAD_BYTES = 1 << 20  # bigger bodies are split off the event loop
 SUMMARY_SECONDS = 10.0

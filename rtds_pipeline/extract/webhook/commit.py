@@ -24,12 +24,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rtds_pipeline.extract.webhook.config import CommitPolicy
 from rtds_pipeline.lake.batch import LANDING_SCHEMA, DeadLetter, ParsedBatch, parse_batch
 from rtds_pipeline.lake.commits import Commit, CommitLog, write_after_compactions
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.lake.writer import LandingWriter
-from rtds_pipeline.rtds.timestamps import iso_ms
-from rtds_pipeline.webhook.config import CommitPolicy
+from rtds_pipeline.protocol.timestamps import iso_ms
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import base64
 import binascii
 import hmac
 
-from rtds_pipeline.webhook.config import WebhookConfig
+from rtds_pipeline.extract.webhook.config import WebhookConfig
 
 
 class Authenticator:

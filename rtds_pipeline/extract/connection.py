@@ -20,9 +20,7 @@ import httpx
 import orjson
 from isal import isal_zlib
 
-from rtds_pipeline.rtds.events import ACCEPT, COMPLIANCE_PATH, EVENTS_PATH, IDLE_RECONNECT_SECONDS
-from rtds_pipeline.rtds.request import StreamRequest
-from rtds_pipeline.stream.errors import (
+from rtds_pipeline.extract.errors import (
     BadRequest,
     ConnectionLost,
     InvalidResponse,
@@ -35,6 +33,13 @@ from rtds_pipeline.stream.errors import (
     TooManyConnections,
     Unauthorized,
 )
+from rtds_pipeline.protocol.events import (
+    ACCEPT,
+    COMPLIANCE_PATH,
+    EVENTS_PATH,
+    IDLE_RECONNECT_SECONDS,
+)
+from rtds_pipeline.protocol.request import StreamRequest
 
 # isal's stub declares its error an instance of Exception; it is the exception class.
 ISAL_ERROR = cast("type[Exception]", isal_zlib.error)

@@ -29,8 +29,15 @@ from typing import TypeAlias
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rtds_pipeline.extract.connection import Endpoint, StreamConnection
+from rtds_pipeline.extract.errors import (
+    ConnectionLost,
+    RtdsStreamError,
+    ServerError,
+    TooManyConnections,
+)
 from rtds_pipeline.lake.batch import LANDING_SCHEMA, DeadLetter, ParsedBatch, parse_batch
-from rtds_pipeline.rtds.request import StreamRequest
+from rtds_pipeline.protocol.request import StreamRequest
 from rtds_pipeline.settings import (
     BACKOFF_402_SECONDS,
     IDLE_TIMEOUT,
@@ -39,13 +46,6 @@ from rtds_pipeline.settings import (
     WINDOW_MAX_BYTES,
     WINDOW_MAX_EVENTS,
     WINDOW_SECONDS,
-)
-from rtds_pipeline.stream.connection import Endpoint, StreamConnection
-from rtds_pipeline.stream.errors import (
-    ConnectionLost,
-    RtdsStreamError,
-    ServerError,
-    TooManyConnections,
 )
 
 MIN_EVENT_BYTES = 64  # no RTDS event line is shorter (id, type, offset and two timestamps)

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from rtds_pipeline.rtds.events import COMPLIANCE_DEVICE_TYPES, DEVICE_TYPES, EVENT_TYPE_SET
+from rtds_pipeline.protocol.events import COMPLIANCE_DEVICE_TYPES, DEVICE_TYPES, EVENT_TYPE_SET
 
 FILTER_KEYS = frozenset(
     {"types", "device_types", "notifications", "devices", "users", "latency", "predicates"}

@@ -12,18 +12,18 @@ from typing import Any, Protocol
 import orjson
 
 from rtds_pipeline.allocator import return_memory_promptly
+from rtds_pipeline.extract.connection import StreamConnection
+from rtds_pipeline.extract.errors import NoDataYet, RtdsStreamError
+from rtds_pipeline.extract.reader import WindowLimits, WindowReader, WindowStats
 from rtds_pipeline.lake.commits import RESET, Commit, CommitLog, write_after_compactions
 from rtds_pipeline.lake.live import ORPHAN_GRACE_S, collect_orphans
 from rtds_pipeline.lake.retry import StoreRetry
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.lake.writer import LandingWriter
-from rtds_pipeline.rtds.events import OFFSET_UPDATE, is_offset
-from rtds_pipeline.rtds.request import STARTS
-from rtds_pipeline.rtds.timestamps import iso_ms, now_ms
+from rtds_pipeline.protocol.events import OFFSET_UPDATE, is_offset
+from rtds_pipeline.protocol.request import STARTS
+from rtds_pipeline.protocol.timestamps import iso_ms, now_ms
 from rtds_pipeline.settings import SourceConfig
-from rtds_pipeline.stream.connection import StreamConnection
-from rtds_pipeline.stream.errors import NoDataYet, RtdsStreamError
-from rtds_pipeline.stream.reader import WindowLimits, WindowReader, WindowStats
 
 HEAD_PROBE_S = 10.0  # how long an idle window waits for the server's OFFSET_UPDATE
 NO_DATA_PAUSE_S = 5.0  # after HTTP 404 (the app has no data yet), before asking again

@@ -1,2 +1,0 @@
-"""The client side of RTDS: one connection (`StreamConnection`) and one bounded window
-(`WindowReader`)."""
