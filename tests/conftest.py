@@ -83,6 +83,7 @@ def s3_server(tmp_path_factory):
         except Exception:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
+                proc.wait()
                 pytest.fail("SeaweedFS did not start within 60 s")
             time.sleep(0.3)
     yield options
@@ -91,3 +92,4 @@ def s3_server(tmp_path_factory):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()

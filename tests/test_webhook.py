@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -513,7 +514,9 @@ def _tls_version_against_a_permissive_server(client: ssl.SSLContext, cert: str, 
     """The control: what `client` negotiates with a server that allows TLS 1.0 and up."""
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert, key)
-    server.minimum_version = ssl.TLSVersion.TLSv1
+    with warnings.catch_warnings():  # TLS 1.0 on purpose: Python warns it is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        server.minimum_version = ssl.TLSVersion.TLSv1
     server.set_ciphers("ALL:@SECLEVEL=0")
     with socket.create_server(("127.0.0.1", 0)) as listener:
         def accept() -> None:
@@ -540,8 +543,10 @@ def test_https_with_a_self_signed_certificate(tmp_path):
         # and 1.3 are served
         old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         old.load_verify_locations(cert)
-        old.maximum_version = ssl.TLSVersion.TLSv1_1
-        old.minimum_version = ssl.TLSVersion.TLSv1
+        with warnings.catch_warnings():  # TLS 1.0/1.1 on purpose, to be refused
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.maximum_version = ssl.TLSVersion.TLSv1_1
+            old.minimum_version = ssl.TLSVersion.TLSv1
         old.set_ciphers("ALL:@SECLEVEL=0")
         assert _tls_version_against_a_permissive_server(old, cert, key) == "TLSv1.1"
         with pytest.raises(ssl.SSLError):
