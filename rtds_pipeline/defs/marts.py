@@ -126,10 +126,13 @@ def marts_sensor(available: list[marts.Mart], tables: list[str],
                            "or compliance_events changed.")
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         seen = json.loads(context.cursor) if context.cursor else None
+        records = {r.asset_entry.asset_key: r for r in context.instance.get_asset_records(keys)}
         newest = {}
-        for key, record in zip(keys, context.instance.get_asset_records(keys), strict=True):
-            last = record.asset_entry.last_materialization_record if record else None
+        for key in keys:  # a table never materialized has no record
+            last = records[key].asset_entry.last_materialization_record if key in records else None
             newest[key.to_user_string()] = last.storage_id if last else 0
+        if not any(newest.values()):
+            return dg.SensorResult(skip_reason="nothing loaded into events yet")
         if newest == seen:
             return dg.SensorResult(skip_reason="events unchanged since the last refresh")
         active = context.instance.get_run_records(
