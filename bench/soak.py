@@ -170,11 +170,15 @@ def main() -> int:
                 os.killpg(proc.pid, signal.SIGKILL)
         if out:
             out.close()
-    return verdict(samples)
+    ended_early = bool(samples) and float(samples[-1]["minute"]) < args.minutes - 1
+    if ended_early:
+        print(f"the pipeline stopped at minute {samples[-1]['minute']}, before the soak's end")
+    return verdict(samples) or int(ended_early)
 
 
 def verdict(samples: list[dict[str, object]]) -> int:
-    after = [s for s in samples if int(s["minute"]) >= 10]
+    # Samples taken while the pipeline ran (a stopped one has no processes left to measure).
+    after = [s for s in samples if int(s["minute"]) >= 10 and "run.py" in s["rss_mb"]]
     if len(after) < 2:
         print("too short for a verdict: the targets count from minute 10")
         return 0
@@ -182,7 +186,7 @@ def verdict(samples: list[dict[str, object]]) -> int:
     hours = (float(last["t"]) - float(first["t"])) / 3600
     ok = True
     # Run workers come and go; the long-lived processes must stay flat.
-    for name in sorted(set(first["rss_mb"]) & set(last["rss_mb"]) - {"run_worker"}):
+    for name in sorted(set(first["rss_mb"]) - {"run_worker", "python", "tail", "mp_tracker"}):
         a, b = first["rss_mb"][name], max(s["rss_mb"].get(name, 0) for s in after)
         growth = (b - a) / a if a else 0.0
         ok &= growth <= 0.10
