@@ -100,7 +100,12 @@ def test_ingest_follow_survives_402s_and_goes_on(fresh_server, tmp_path):
         assert proc.poll() is None, "ingest --follow stopped"
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        try:
+            out, err = proc.communicate(timeout=120)  # a window in flight ends first
+        except subprocess.TimeoutExpired:
+            proc.kill()  # and close its pipes: the next test would see them as leaks
+            proc.communicate()
+            raise
     assert proc.returncode == 0, err
     assert "402" in out and "Traceback" not in err
 
