@@ -3,7 +3,8 @@ setting?
 
 Starts what `make run` starts (test server live at R events/s, default 200, over a backlog, `dagster dev`
 with the sensors, 10 s windows and ticks) in temporary folders, polls the published warehouse
-every second, and for every live event reports (time it became queryable in `events` − its
+every second (how many events of each `processed` second are visible), and for every live event
+reports (time it became queryable in `events` − its
 `processed` time): p50 / p95 / max over the whole run, then p95 over minutes 2–6 and over the
 last 4 minutes (does the lag stay flat, or grow with the data?). The backlog (processed before the start) is left out.
 `--no-quirks` runs the server without its quirks: one of them back-dates `processed` by up to
@@ -56,8 +57,10 @@ def main() -> int:
     try:
         time.sleep(args.warmup)
         start = time.time()
-        seen: dict[str, float] = {}
-        delays: list[tuple[float, float]] = []  # (seconds since start, delay)
+        # Events visible per `processed` second: a poll reads one aggregate (≤ 1 row per second
+        # of the run), not every id, so the measuring costs the 2-core box little at 3,000/s.
+        seen: dict[int, int] = {}
+        delays: list[tuple[float, float]] = []  # (seconds since start, delay), one per event
         # (seconds since start, mart, newest processed in events − newest processed in the mart)
         behind: list[tuple[float, str, float]] = []
         while time.time() < start + args.minutes * 60:
@@ -67,8 +70,9 @@ def main() -> int:
             now = time.time()
             try:
                 con = duckdb.connect(str(warehouse), read_only=True)
-                rows = con.execute("SELECT id, epoch_ms(processed) FROM events WHERE processed > "
-                                   "to_timestamp(?)", [start]).fetchall()
+                rows = con.execute("SELECT floor(epoch(processed))::BIGINT AS s, count(*) FROM events "
+                                   "WHERE processed > to_timestamp(?) GROUP BY s", [start]
+                                   ).fetchall()
                 newest = con.execute("SELECT epoch(max(processed)) FROM events").fetchall()[0][0]
                 fresh = con.execute("SELECT mart, epoch(newest_processed) FROM mart_freshness"
                                     ).fetchall() if con.execute(
@@ -78,10 +82,11 @@ def main() -> int:
             except duckdb.Error:
                 continue
             behind.extend((now - start, mart, newest - p) for mart, p in fresh if newest and p)
-            for id_, processed_ms in rows:
-                if id_ not in seen:
-                    seen[id_] = now
-                    delays.append((now - start, now - processed_ms / 1000))
+            for second, count in rows:
+                new = count - seen.get(second, 0)
+                if new > 0:  # newly visible events of that second (its middle: ±0.5 s)
+                    seen[second] = count
+                    delays.extend([(now - start, now - second - 0.5)] * new)
         if len(delays) < 20:
             print(f"only {len(delays)} live events became queryable: is the pipeline running?")
             return 1

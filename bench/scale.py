@@ -153,7 +153,7 @@ def refresh_marts(warehouse: Warehouse) -> tuple[float, dict[str, float]]:
     con.close()
     seconds = time.perf_counter() - t0
     assert modes == {True} and {r.mode for r in done} == {"incremental"}, (modes, done)
-    # Besides the marts: opening the writer, its checkpoint and the publish (copies the marts).
+    # Besides the marts: opening the writer, its checkpoint and the publish (patches the spare).
     return seconds, {**{r.mart: r.seconds for r in done},
                      "open": t1 - t0, "checkpoint+publish": seconds - (t2 - t0)}
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -221,6 +222,46 @@ def test_readers_are_never_locked_out_by_the_writer(tmp_path, lake):
                           ".fetchall()[0][0])", str(w.path)],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "2"
+
+
+HOLD = """import duckdb, sys
+con = duckdb.connect(sys.argv[1], read_only=True)
+for _ in range(2):
+    print(con.execute('SELECT count(*) FROM events').fetchall()[0][0], flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_snapshots_take_turns_and_one_a_reader_holds_is_left_alone(tmp_path, lake):
+    """Each publish brings the snapshot before the current one up to date in place (two files
+    take turns, nothing is copied), except one a reader still holds: an analyst's
+    `duckdb -readonly` in another process keeps its snapshot across later publishes."""
+    warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
+
+    def publish_window(i: int) -> int:
+        commit_window(lake, "events", [event(f"e{i}", "OPEN", f"{D1}T10:{i:02d}:00.000Z", i)])
+        with warehouse.writer() as con:
+            wh.sync_manifest(con, lake, [SRC])
+            wh.load_pending(con, lake, "events")
+        return os.stat(warehouse.path).st_ino
+
+    inodes = [publish_window(i) for i in range(1, 5)]
+    assert inodes[0] != inodes[1] and inodes[2:] == inodes[:2]
+    analyst = subprocess.Popen([sys.executable, "-c", HOLD, str(warehouse.path)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert analyst.stdout.readline().strip() == "4"
+        later = [publish_window(i) for i in range(5, 8)]
+        assert inodes[3] not in later  # held: a copy took its turn
+        analyst.stdin.write("\n")
+        analyst.stdin.flush()
+        assert analyst.stdout.readline().strip() == "4"
+    finally:
+        analyst.stdin.close()
+        analyst.stdout.close()
+        analyst.wait(timeout=60)
+    with warehouse.reader() as con:
+        assert con.execute("SELECT count(*) FROM events").fetchall() == [(7,)]
 
 
 def test_events_build_from_a_lake_on_a_real_s3_server(fresh_server, s3_server, tmp_path):

@@ -23,7 +23,7 @@ import duckdb
 
 from rtds_pipeline.warehouse import staging
 from rtds_pipeline.warehouse.events import TABLES
-from rtds_pipeline.warehouse.store import run_script, transaction
+from rtds_pipeline.warehouse.store import pending_publish, run_script, transaction
 
 MART_DIR = staging.MART_DIR
 WATERMARK = "change"  # mart_watermarks: the last change of stg_events the marts include
@@ -230,22 +230,17 @@ def _incremental(con: duckdb.DuckDBPyConnection, mart: Mart) -> tuple[int, int]:
 
 
 def _record_patch(con: duckdb.DuckDBPyConnection, mart: Mart, *, whole: bool) -> None:
-    """Tell the next publish (warehouse/store.py) which keys of the mart changed since the last
-    one — or that it changed whole — so it patches the published copy instead of copying it."""
-    con.execute("CREATE TEMP TABLE IF NOT EXISTS publish_patches (table_name VARCHAR PRIMARY KEY, "
-                "key_column VARCHAR, keys_table VARCHAR, whole BOOLEAN, base TIMESTAMPTZ)")
-    keys = f"patch_keys_{mart.name}"
-    if not con.execute("SELECT count(*) FROM publish_patches WHERE table_name = ?",
-                       [mart.name]).fetchall()[0][0]:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {keys} AS SELECT k FROM scope_{mart.name} LIMIT 0")
-        # base: the refresh the patches start from; only a snapshot showing it can be patched.
-        con.execute("INSERT INTO publish_patches SELECT ?, ?, ?, false, (SELECT refreshed_at "
-                    "FROM mart_freshness WHERE mart = ?)", [mart.name, mart.unique_key, keys,
-                                                            mart.name])
+    """Tell the publishes (warehouse/store.py) which keys of the mart changed — or that it changed
+    whole — under the number of the publish that will show it, so a publish patches an older
+    snapshot instead of copying it."""
+    publish = pending_publish(con)
     if whole:
-        con.execute("UPDATE publish_patches SET whole = true WHERE table_name = ?", [mart.name])
-    else:
-        con.execute(f"INSERT INTO {keys} SELECT k FROM scope_{mart.name}")
+        con.execute("INSERT INTO publish_log VALUES (?, ?)", [publish, mart.name])
+        return
+    con.execute(f"CREATE TABLE IF NOT EXISTS publish_keys_{mart.name} AS "
+                f"SELECT 0::BIGINT AS publish, k FROM scope_{mart.name} LIMIT 0")
+    con.execute(f"INSERT INTO publish_keys_{mart.name} SELECT ?, k FROM scope_{mart.name}",
+                [publish])
 
 
 def _scope_macros(con: duckdb.DuckDBPyConnection, mart: Mart, *, full: bool) -> None:

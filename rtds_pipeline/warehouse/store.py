@@ -5,7 +5,8 @@ The event rows live in the lake as Delta tables (`warehouse/delta.py`); the pipe
 `.warehouse/<name>.duckdb`, guarded by a lock file so only one writer runs even outside
 Dagster's pool. After each successful write the pipeline publishes `warehouse.duckdb` for
 readers: a new small file holding views over the Delta tables' current files, the marts and the
-manifests, renamed atomically over the old one. Publishing never copies event data, so its cost
+manifests, renamed atomically over the old one. Publishing never copies event data, and patches
+the marts by the keys that changed (two files take turns, see `Warehouse._publish`), so its cost
 does not grow with the number of events. A reader that has an old snapshot open keeps reading it
 (its files stay until `vacuum`'s retention has passed); the next open sees the new one.
 """
@@ -26,11 +27,12 @@ import duckdb
 from rtds_pipeline.lake.storage import Lake
 
 SQL_DIR = Path(__file__).parent / "sql"
-LAYOUT = "4"  # events in Delta tables, the marts' staging; bump when the writer's file must be started anew
+LAYOUT = "5"  # events in Delta tables, the marts' staging with session keys; bump when the writer's file must be started anew
 
 # The writer's tables that stay private: large (the id index) or bookkeeping only.
 PRIVATE = ("events_keys", "compliance_events_keys", "landing_files", "load_batches",
-           "warehouse_meta", "stg_events", "stg_removed", "mart_watermarks")
+           "warehouse_meta", "stg_events", "stg_removed", "mart_watermarks", "publish_log")
+SNAPSHOT = "warehouse_snapshot"  # in a published file: which publish it shows, and when
 
 
 def sql(name: str) -> str:
@@ -93,7 +95,8 @@ class Warehouse:
                 if con.execute("SELECT count(*) FROM warehouse_meta").fetchall()[0][0] == 0:
                     # A new state: tables the lake may hold are not trusted without their index.
                     events.forget_tables(self.lake)
-                    con.execute("INSERT INTO warehouse_meta VALUES ('layout', ?)", [LAYOUT])
+                    con.execute("INSERT INTO warehouse_meta VALUES ('layout', ?), ('state', ?)",
+                                [LAYOUT, uuid.uuid4().hex])
                 events.refresh_views(con, self.lake)
                 yield con
                 events.refresh_views(con, self.lake)
@@ -120,26 +123,29 @@ class Warehouse:
         return duckdb.connect(str(self.writer_path), config=self._config())
 
     def _publish(self, con: duckdb.DuckDBPyConnection) -> None:
-        """A new file beside the target, renamed over it: views over the lake's tables, and the
-        writer's small tables (manifests) copied. The marts (the tables `mart_freshness` names)
-        are not copied row by row each time: the previous snapshot is copied as a file and a
-        mart is kept from it when this session did not refresh it, patched by its touched keys
-        when the refresh was incremental and the snapshot shows the refresh the patches start from
-        (temp table `publish_patches`: table, key column, table of keys, base), copied whole
-        otherwise."""
+        """Publish the writer's state as `warehouse.duckdb` for readers, at a cost that does not
+        grow with the marts: two files take turns. The one published before the current one (the
+        spare, `.warehouse/<name>.spare`) is brought up to date in place — each mart patched by
+        the keys its refreshes since that snapshot touched (`publish_keys_<mart>`, recorded by
+        `marts.refresh` under the publish they await), copied whole after a full refresh — and
+        renamed over the target; the current one becomes the spare. Views over the lake's tables
+        and the small manifests are written anew each time. A spare that a reader still holds
+        open (DuckDB's file lock, or a connection of this process) is left to that reader: the
+        current snapshot is then copied as a file and patched instead, once."""
         from rtds_pipeline.warehouse import events
 
+        published = pending_publish(con) - 1
+        spare = self.private_dir / f"{self.path.name}.spare"
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        target, base = self._attach_base(con, spare, tmp, published)
         try:
-            previous = self.path.exists()
-            if previous:
-                shutil.copyfile(self.path, tmp)
-            con.execute(f"ATTACH '{tmp}' AS publish (STORAGE_VERSION 'v1.2.0')")
             try:
-                self._fill(con, previous)
+                with transaction(con):
+                    self._fill(con, base, published + 1)
+                con.execute("CHECKPOINT publish")  # nothing left in a WAL beside the file
             finally:
                 con.execute("DETACH publish")
-            pub = duckdb.connect(str(tmp))
+            pub = duckdb.connect(str(target))
             try:
                 if not self.lake.is_local:
                     pub.register_filesystem(self.lake.fs)
@@ -148,40 +154,73 @@ class Warehouse:
                     pub.execute(f"CREATE OR REPLACE VIEW {table} AS {view}")
             finally:
                 pub.close()
-            os.replace(tmp, self.path)
+            if self.path.exists():  # the current snapshot becomes the spare
+                os.link(self.path, tmp.with_suffix(".next-spare"))
+                os.replace(target, self.path)
+                os.replace(tmp.with_suffix(".next-spare"), spare)
+            else:
+                os.replace(target, self.path)
         finally:
             tmp.unlink(missing_ok=True)
+            tmp.with_suffix(".next-spare").unlink(missing_ok=True)
+        con.execute("INSERT OR REPLACE INTO warehouse_meta VALUES ('published', ?)",
+                    [str(published + 1)])
+        # The spare now shows publish `published`: what it needs next is kept, the rest dropped.
+        for table in _patch_tables(con):
+            con.execute(f"DELETE FROM {table} WHERE publish <= ?", [published])
 
-    def _fill(self, con: duckdb.DuckDBPyConnection, previous: bool) -> None:
+    def _attach_base(self, con: duckdb.DuckDBPyConnection, spare: Path, tmp: Path,
+                     published: int) -> tuple[Path, int | None]:
+        """Attach as `publish` the file to bring up to date; returns its path and the publish it
+        shows when the recorded patches reach from it (None: everything is copied). The spare
+        when it shows publish `published` − 1 or later of this writer state and nobody holds
+        it; else a copy of the current snapshot; else (the first publish) a new file."""
+        if spare.exists() and not _open_here(spare):
+            try:
+                con.execute(f"ATTACH '{spare}' AS publish")
+            except duckdb.IOException:  # a reader holds it (DuckDB locks the files it opens)
+                pass
+            else:
+                base = _snapshot_of(con, published)
+                if base is not None:
+                    return spare, base
+                con.execute("DETACH publish")
+        if self.path.exists():
+            shutil.copyfile(self.path, tmp)
+        con.execute(f"ATTACH '{tmp}' AS publish (STORAGE_VERSION 'v1.2.0')")
+        return tmp, _snapshot_of(con, published)
+
+    def _fill(self, con: duckdb.DuckDBPyConnection, base: int | None, publish: int) -> None:
+        """Bring the attached `publish` file, which shows publish `base` (None: unknown), to the
+        writer's state as publish number `publish`."""
         def names(db: str) -> set[str]:
             return {t for (t,) in con.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
                 "AND schema_name = 'main' AND NOT temporary", [db]).fetchall()}
 
-        tables = names(con.execute("SELECT current_database()").fetchall()[0][0]) - set(PRIVATE)
-        old = names("publish") if previous else set()
-        fresh = dict(con.execute("SELECT mart, refreshed_at FROM main.mart_freshness").fetchall()
-                     ) if "mart_freshness" in tables else {}
-        shown = dict(con.execute("SELECT mart, refreshed_at FROM publish.mart_freshness"
-                                 ).fetchall()) if "mart_freshness" in old else {}
-        patches = {t: (k, keys, base) for t, k, keys, base in con.execute(
-            "SELECT table_name, key_column, keys_table, base FROM temp.publish_patches "
-            "WHERE NOT whole").fetchall()} if con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary "
-                         "AND table_name = 'publish_patches'").fetchall()[0][0] else {}
+        private = set(PRIVATE) | set(_patch_tables(con))
+        tables = names(con.execute("SELECT current_database()").fetchall()[0][0]) - private
+        old = names("publish") - {SNAPSHOT}
+        marts = {m for (m,) in con.execute("SELECT mart FROM main.mart_freshness").fetchall()
+                 } if "mart_freshness" in tables else set()
+        whole = {m for (m,) in con.execute(
+            "SELECT DISTINCT mart FROM publish_log WHERE publish > ?", [base or 0]).fetchall()}
         for table in sorted(old - tables):
             con.execute(f'DROP TABLE publish."{table}"')
         for table in sorted(tables):
-            if table in fresh and table in old and shown.get(table) == fresh[table]:
-                continue  # a mart this session did not refresh: the copied file holds it
-            if table in fresh and table in old and table in patches \
-                    and patches[table][2] == shown.get(table):
-                key, keys, _ = patches[table]
-                con.execute(f'DELETE FROM publish."{table}" WHERE {key} IN (SELECT k FROM {keys})')
+            keys = f"publish_keys_{table}"
+            if base is not None and table in marts and table in old and table not in whole:
+                if keys not in private:
+                    continue  # never refreshed incrementally, nor rebuilt, since `base`
+                key = _key_column(table)
+                scope = f"(SELECT k FROM main.{keys} WHERE publish > {base})"
+                con.execute(f'DELETE FROM publish."{table}" WHERE {key} IN {scope}')
                 con.execute(f'INSERT INTO publish."{table}" SELECT * FROM main."{table}" '
-                            f"WHERE {key} IN (SELECT k FROM {keys})")
+                            f"WHERE {key} IN {scope}")
                 continue
             con.execute(f'CREATE OR REPLACE TABLE publish."{table}" AS SELECT * FROM main."{table}"')
-        con.execute("DROP TABLE IF EXISTS temp.publish_patches")  # the next publish starts anew
+        con.execute(f"CREATE OR REPLACE TABLE publish.{SNAPSHOT} AS SELECT ?::BIGINT AS publish, "
+                    "now() AS published_at, ? AS writer_state", [publish, _meta(con, "state")])
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A read-only connection to the published snapshot."""
@@ -225,6 +264,63 @@ def _exclusive(path: Path, wait_s: float) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def pending_publish(con: duckdb.DuckDBPyConnection) -> int:
+    """The number of the next publish (what a change made now will be published under)."""
+    return int(_meta(con, "published") or 0) + 1
+
+
+def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    row = con.execute("SELECT value FROM warehouse_meta WHERE key = ?", [key]).fetchall()
+    return row[0][0] if row else None
+
+
+def _patch_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The writer's record of what changed per publish: `publish_log` (marts rebuilt whole) and
+    `publish_keys_<mart>` (the keys an incremental refresh recomputed)."""
+    return [t for (t,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND NOT temporary AND (table_name = 'publish_log' "
+        "OR starts_with(table_name, 'publish_keys_'))"
+    ).fetchall()]
+
+
+def _snapshot_of(con: duckdb.DuckDBPyConnection, published: int) -> int | None:
+    """The publish the attached `publish` file shows, if the recorded patches reach from it: one
+    of this writer state's, `published` − 1 or later (None: a new file, one of another state or
+    of before the files took turns, or one too old)."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'publish' "
+                       "AND table_name = ?", [SNAPSHOT]).fetchall()[0][0]:
+        return None
+    row = con.execute(f"SELECT publish, writer_state FROM publish.{SNAPSHOT}").fetchall()
+    if not row or row[0][1] != _meta(con, "state") or row[0][0] not in (published - 1, published):
+        return None
+    return row[0][0]
+
+
+def _key_column(table: str) -> str:
+    from rtds_pipeline.warehouse.marts import BY_NAME
+
+    return BY_NAME[table].unique_key
+
+
+def _open_here(path: Path) -> bool:
+    """Does this process hold the file open (a reader's connection: DuckDB's lock does not
+    exclude the process that holds it)? Unknown (no /proc) counts as yes."""
+    try:
+        st = path.stat()
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return True
+    for fd in fds:
+        try:
+            other = os.stat(f"/proc/self/fd/{fd}")
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def remove_tree(lake: Lake, *parts: str) -> None:

@@ -3,7 +3,10 @@
 -- appends the staging of its new rows (warehouse/staging.py), so a mart refresh finds what
 -- changed without scanning the lake. Placeholders: {rows} (rows shaped like `events`), {stream}.
 SELECT id, '{stream}' AS stream, type, occurred, processed, occurred_date, rtds_offset, copies,
-       device_type, channel, push_id, group_id, session_id, triggering_push_id,
+       device_type, channel, push_id, group_id, session_id,
+       -- session_key: an 8-byte key of session_id, which the sessions mart refreshes by (a
+       -- semi-join on it probes one fixed-width column instead of hashing every session id)
+       key_hi(md5_number(session_id)) AS session_key, triggering_push_id,
        last_delivered_push_id, custom_event_name, custom_event_value, app_version, country,
        message_event(device_type, raw) AS message_event,
        TRY_CAST(raw->>'$.body.variant_id' AS INTEGER) AS variant_id,

@@ -1,8 +1,10 @@
 -- sessions: one row per app or web session.
 -- Grain: session_id
--- Unique key: session_id
+-- Unique key: session_key
 -- Refresh: incremental, the sessions the new rows touch (a session can span midnight, and its
 -- CLOSE is latent: sent when the app next becomes active, often on a later day).
+-- session_key: an 8-byte key of session_id (the staging's), which a refresh finds a touched
+-- session's rows by: one fixed-width column probed, not every session id hashed.
 -- App sessions (IOS, ANDROID, AMAZON) start at OPEN and end at CLOSE. A session whose CLOSE never
 -- came is kept with ended_at NULL and close_missing = true; its duration is not invented. Device
 -- clocks can put a CLOSE before its OPEN: such a session is kept and marked clock_anomaly, with
@@ -15,14 +17,15 @@
 -- Airship's email/SMS message events can carry a session_id (message_event in _macros.sql):
 -- they belong to no app or web session.
 WITH ev AS (
-    SELECT session_id, channel, device_type, type, occurred, triggering_push_id
+    SELECT session_id, session_key, channel, device_type, type, occurred, triggering_push_id
     FROM stg_events
-    WHERE stream = 'events' AND session_id IS NOT NULL AND in_scope(session_id)
+    WHERE stream = 'events' AND session_id IS NOT NULL AND in_scope(session_key)
       AND type IN ('OPEN', 'CLOSE', 'WEB_SESSION', 'SCREEN_VIEWED', 'CUSTOM')
       AND message_event IS NULL
 ),
 s AS (
     SELECT session_id,
+           min(session_key) AS session_key,
            min(channel) AS channel,
            min(device_type) AS platform,
            bool_or(type = 'WEB_SESSION' OR device_type = 'WEB') AS web,
@@ -49,6 +52,6 @@ SELECT session_id, channel, platform, started_at, ended_at,
        CASE WHEN ended_at >= started_at THEN epoch(ended_at - started_at) END AS duration_s,
        screens_viewed, custom_events, push_initiated, triggering_push_id,
        no_close AND NOT web AS close_missing, open_missing,
-       coalesce(ended_at < started_at, false) AS clock_anomaly, events
+       coalesce(ended_at < started_at, false) AS clock_anomaly, events, session_key
 FROM ended
 ORDER BY started_at, session_id

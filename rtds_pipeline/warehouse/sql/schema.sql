@@ -4,6 +4,11 @@
 
 CREATE TABLE IF NOT EXISTS warehouse_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
+-- What each publish of warehouse.duckdb must bring an older snapshot up to (warehouse/store.py):
+-- the marts rebuilt whole, by publish number; the keys an incremental refresh recomputed are in
+-- publish_keys_<mart> (warehouse/marts.py). Kept until the spare snapshot shows them.
+CREATE TABLE IF NOT EXISTS publish_log (publish BIGINT, mart VARCHAR);
+
 -- Manifest of committed landing files, synced incrementally from the commit records in the
 -- lake (records are immutable, so only new window_seq values are read). Lineage for every row.
 CREATE TABLE IF NOT EXISTS landing_windows (
