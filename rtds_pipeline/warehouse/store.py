@@ -125,9 +125,10 @@ class Warehouse:
     def _publish(self, con: duckdb.DuckDBPyConnection) -> None:
         """Publish the writer's state as `warehouse.duckdb` for readers, at a cost that does not
         grow with the marts: two files take turns. The one published before the current one (the
-        spare, `.warehouse/<name>.spare`) is brought up to date in place — each mart patched by
-        the keys its refreshes since that snapshot touched (`publish_keys_<mart>`, recorded by
-        `marts.refresh` under the publish they await), copied whole after a full refresh — and
+        spare, `.warehouse/<name>.spare`) is brought up to date in place — each mart patched:
+        the keys its refreshes since that snapshot recomputed deleted, and the rows they computed
+        inserted (`publish_keys_<mart>`, `publish_rows_<mart>`, recorded by `marts.refresh` under
+        the publish they await), or copied whole after a full refresh — and
         renamed over the target; the current one becomes the spare. Views over the lake's tables
         and the small manifests are written anew each time. A spare that a reader still holds
         open (DuckDB's file lock, or a connection of this process) is left to that reader: the
@@ -212,11 +213,14 @@ class Warehouse:
             if base is not None and table in marts and table in old and table not in whole:
                 if keys not in private:
                     continue  # never refreshed incrementally, nor rebuilt, since `base`
-                key = _key_column(table)
-                scope = f"(SELECT k FROM main.{keys} WHERE publish > {base})"
-                con.execute(f'DELETE FROM publish."{table}" WHERE {key} IN {scope}')
-                con.execute(f'INSERT INTO publish."{table}" SELECT * FROM main."{table}" '
-                            f"WHERE {key} IN {scope}")
+                # Each key recomputed since `base`, as its latest recompute left it.
+                latest = (f"(SELECT k, max(publish) AS p FROM main.{keys} WHERE publish > {base} "
+                          "GROUP BY k)")
+                con.execute(f'DELETE FROM publish."{table}" WHERE {_key_column(table)} IN '
+                            f"(SELECT k FROM {latest})")
+                con.execute(f'INSERT INTO publish."{table}" SELECT r.* EXCLUDE (publish) '
+                            f"FROM main.publish_rows_{table} r JOIN {latest} l "
+                            f"ON r.{_key_column(table)} = l.k AND r.publish = l.p")
                 continue
             con.execute(f'CREATE OR REPLACE TABLE publish."{table}" AS SELECT * FROM main."{table}"')
         con.execute(f"CREATE OR REPLACE TABLE publish.{SNAPSHOT} AS SELECT ?::BIGINT AS publish, "
@@ -277,12 +281,13 @@ def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
 
 
 def _patch_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The writer's record of what changed per publish: `publish_log` (marts rebuilt whole) and
-    `publish_keys_<mart>` (the keys an incremental refresh recomputed)."""
+    """The writer's record of what changed per publish: `publish_log` (marts rebuilt whole),
+    `publish_keys_<mart>` and `publish_rows_<mart>` (the keys an incremental refresh recomputed,
+    and the rows it computed for them)."""
     return [t for (t,) in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
         "AND NOT temporary AND (table_name = 'publish_log' "
-        "OR starts_with(table_name, 'publish_keys_'))"
+        "OR starts_with(table_name, 'publish_keys_') OR starts_with(table_name, 'publish_rows_'))"
     ).fetchall()]
 
 
