@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 
 from bench.scratch import scratch_dir
+from rtds_pipeline.run import RUNS_WAIT_S
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +114,7 @@ def main() -> int:
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(60)
+            proc.wait(RUNS_WAIT_S + 120)  # it lets runs in progress finish
         except subprocess.TimeoutExpired:
             proc.kill()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,17 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
             return True
         except httpx.TransportError:
             time.sleep(0.5)
+    return False
+
+
+def port_in_use(port: int) -> bool:
+    """Does something listen on 127.0.0.1:`port` (a socket in TIME_WAIT does not count)?"""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
     return False
 
 
@@ -129,7 +141,8 @@ def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None,
     DagsterCodeLocationNotFoundError tracebacks. Killed, the daemon leaves that tick unfinished
     instead, which is safe: the lake's commits are atomic, the cursor only mirrors them, run keys
     make a re-evaluated tick harmless, and Dagster resumes an interrupted tick on the next start.
-    The webserver and the code server then stop gracefully."""
+    The webserver and the code server then stop gracefully. Runs still executing are left to
+    `_wait_for_runs`."""
     if dagster.poll() is None:
         terminate_reading_runs(dagster_home)
         if daemon_pid is not None:
@@ -140,7 +153,6 @@ def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None,
         terminate_reading_runs(dagster_home)  # one the daemon started meanwhile
         dagster.send_signal(signal.SIGTERM)
     _stop(dagster)
-    _wait_for_runs(dagster.pid, RUNS_WAIT_S)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -188,6 +200,13 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     dagster: subprocess.Popen[bytes] | None = None
     daemon_pid: int | None = None
+    busy = [f"{port} ({what})" for port, what in ((PORT, "RTDS_TESTSERVER_PORT"),
+                                                   (UI_PORT, "RTDS_UI_PORT")) if port_in_use(port)]
+    if busy:
+        print(f"port {' and '.join(busy)} already in use on 127.0.0.1: another `make run` or test "
+              "server is running. Stop it, or choose free ports with those variables.",
+              file=sys.stderr)
+        return 1
     try:
         webhook_args = _start_webhook(env, procs)
         if webhook_args is None:
@@ -229,8 +248,12 @@ def main() -> int:
     finally:
         if dagster is not None:
             stop_dagster(dagster, daemon_pid, dagster_home)
+        # The test server and the webhook receiver before the wait for runs (which need neither):
+        # if whoever stopped us does not wait that long, nothing is left running on our ports.
         for proc in reversed(procs):
             _stop(proc)
+        if dagster is not None:
+            _wait_for_runs(dagster.pid, RUNS_WAIT_S)
 
 
 if __name__ == "__main__":

@@ -239,14 +239,6 @@ def _record_patch(con: duckdb.DuckDBPyConnection, mart: Mart, *, whole: bool) ->
     publish patches an older snapshot instead of copying the mart."""
     publish = pending_publish(con)
     keys, rows = f"publish_keys_{mart.name}", f"publish_rows_{mart.name}"
-    if not whole:
-        columns = [c for (c,) in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND NOT internal "
-            "AND database_name = current_database() ORDER BY column_index", [rows]).fetchall()]
-        if columns and columns[1:] != [c for (c,) in con.execute(
-                f"SELECT column_name FROM (DESCRIBE rows_{mart.name})").fetchall()]:
-            con.execute(f"DROP TABLE {rows}")  # the mart's columns changed: copied whole once
-            whole = True
     if whole:
         con.execute("INSERT INTO publish_log VALUES (?, ?)", [publish, mart.name])
         return

@@ -179,7 +179,7 @@ class Warehouse:
         if spare.exists() and not _open_here(spare):
             try:
                 con.execute(f"ATTACH '{spare}' AS publish")
-            except duckdb.IOException:  # a reader holds it (DuckDB locks the files it opens)
+            except duckdb.Error:  # a reader holds it (DuckDB locks the files it opens), or broken
                 pass
             else:
                 base = _snapshot_of(con, published)
