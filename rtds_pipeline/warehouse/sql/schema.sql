@@ -5,8 +5,9 @@
 CREATE TABLE IF NOT EXISTS warehouse_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
 -- What each publish of warehouse.duckdb must bring an older snapshot up to (warehouse/store.py):
--- the marts rebuilt whole, by publish number; the keys an incremental refresh recomputed are in
--- publish_keys_<mart> (warehouse/marts.py). Kept until the spare snapshot shows them.
+-- the marts rebuilt whole, by publish number; the keys an incremental refresh recomputed and the
+-- rows it computed are in publish_keys_<mart> / publish_rows_<mart> (warehouse/marts.py). Kept
+-- until the spare snapshot shows them.
 CREATE TABLE IF NOT EXISTS publish_log (publish BIGINT, mart VARCHAR);
 
 -- Manifest of committed landing files, synced incrementally from the commit records in the
