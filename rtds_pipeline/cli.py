@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,10 @@ def _testserver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _ingest(args: argparse.Namespace) -> int:
     """Every failure ends in one line on stderr saying what and what to do, and exit 1 (2 for
     settings); never a traceback (RTDS_DEBUG=1 adds it)."""
@@ -76,6 +81,11 @@ def _ingest(args: argparse.Namespace) -> int:
     from rtds_pipeline.lake.retry import ObjectStoreUnavailable
     from rtds_pipeline.settings import SettingsError
 
+    # Ctrl-C, or SIGTERM from a process manager, ends the window in flight uncommitted (it is read
+    # again) and prints the summary — also when started in the background (`cmd &`), where the
+    # shell hands it SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         return _ingest_windows(args)
     except KeyboardInterrupt:  # before the first window started (e.g. while importing)

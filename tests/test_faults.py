@@ -91,8 +91,10 @@ def test_ingest_follow_survives_402s_and_goes_on(fresh_server, tmp_path):
     lake_dir = tmp_path / "lake"
     env = {**os.environ, "RTDS_BASE_URL": srv.url, "RTDS_LAKE_URL": str(lake_dir),
            "RTDS_BACKOFF_402_SECONDS": "0.5", "RTDS_WINDOW_SECONDS": "2", "RTDS_IDLE_TIMEOUT": "10"}
+    # Started as a background job (`cmd &`) is: with SIGINT ignored, which it must still obey.
     proc = subprocess.Popen([*CLI, "ingest", "--follow"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         lake = open_lake(str(lake_dir))
         truth = truth_offsets(srv)
