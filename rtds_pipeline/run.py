@@ -141,8 +141,7 @@ def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None,
     DagsterCodeLocationNotFoundError tracebacks. Killed, the daemon leaves that tick unfinished
     instead, which is safe: the lake's commits are atomic, the cursor only mirrors them, run keys
     make a re-evaluated tick harmless, and Dagster resumes an interrupted tick on the next start.
-    The webserver and the code server then stop gracefully. Runs still executing are left to
-    `_wait_for_runs`."""
+    The webserver and the code server then stop gracefully."""
     if dagster.poll() is None:
         terminate_reading_runs(dagster_home)
         if daemon_pid is not None:
@@ -153,6 +152,7 @@ def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None,
         terminate_reading_runs(dagster_home)  # one the daemon started meanwhile
         dagster.send_signal(signal.SIGTERM)
     _stop(dagster)
+    _wait_for_runs(dagster.pid, RUNS_WAIT_S)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -248,12 +248,8 @@ def main() -> int:
     finally:
         if dagster is not None:
             stop_dagster(dagster, daemon_pid, dagster_home)
-        # The test server and the webhook receiver before the wait for runs (which need neither):
-        # if whoever stopped us does not wait that long, nothing is left running on our ports.
         for proc in reversed(procs):
             _stop(proc)
-        if dagster is not None:
-            _wait_for_runs(dagster.pid, RUNS_WAIT_S)
 
 
 if __name__ == "__main__":
