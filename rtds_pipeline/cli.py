@@ -70,10 +70,6 @@ def _testserver(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _ingest(args: argparse.Namespace) -> int:
     """Every failure ends in one line on stderr saying what and what to do, and exit 1 (2 for
     settings); never a traceback (RTDS_DEBUG=1 adds it)."""
@@ -85,7 +81,7 @@ def _ingest(args: argparse.Namespace) -> int:
     # again) and prints the summary — also when started in the background (`cmd &`), where the
     # shell hands it SIGINT ignored.
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
+        signal.signal(signum, signal.default_int_handler)
     try:
         return _ingest_windows(args)
     except KeyboardInterrupt:  # before the first window started (e.g. while importing)

@@ -93,10 +93,6 @@ def _start_webhook(env: dict[str, str], procs: list[subprocess.Popen[bytes]]) ->
             "--webhook-batch", os.environ.get("RTDS_WEBHOOK_BATCH", "100")]
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def dagster_daemon_pid(dagster: subprocess.Popen[bytes]) -> int | None:
     """The `dagster-daemon` process `dagster dev` started (None if psutil is not installed)."""
     try:
@@ -186,8 +182,8 @@ def _wait_for_runs(pgid: int, seconds: float) -> None:
 def main() -> int:
     # Started from a script with `&`, SIGINT arrives ignored and children would inherit that (and
     # `dagster dev` maps SIGTERM onto it): install handlers so SIGINT/SIGTERM stop everything.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or ROOT / "dagster_home")
     env = {
         **os.environ,
