@@ -255,14 +255,25 @@ def _record_patch(con: duckdb.DuckDBPyConnection, mart: Mart, *, whole: bool) ->
 
 def _scope_macros(con: duckdb.DuckDBPyConnection, mart: Mart, *, full: bool) -> None:
     """`in_scope(key)`: is the key one this refresh recomputes (dbt's `is_incremental()` filter);
-    `scope_floor()`: a constant lower bound on `processed` for marts keyed by its hour, so the
-    scan skips older row groups."""
+    `in_scope_row(rowid)`: is the staged row one whose column named like the mart's unique key
+    holds such a key (for keys scattered over the whole staging: the rows of a session a late
+    CLOSE ends can be days old); `scope_floor()`: a constant lower bound on `processed` for marts
+    keyed by its hour, so the scan skips older row groups."""
     if full:
         run_script(con, "CREATE OR REPLACE TEMP MACRO in_scope(scoped_key) AS true;\n"
+                        "CREATE OR REPLACE TEMP MACRO in_scope_row(row_id) AS true;\n"
                         "CREATE OR REPLACE TEMP MACRO scope_floor() AS '-infinity'::TIMESTAMPTZ;")
         return
     run_script(con, f"CREATE OR REPLACE TEMP MACRO in_scope(scoped_key) AS "
                     f"scoped_key IN (SELECT k FROM scope_{mart.name});")
+    if "in_scope_row(" in mart.query:
+        # Two steps: the row ids first, by a scan of the one key column, then only those rows.
+        # One step would read the wide columns (session ids…) of every row group that holds a
+        # key, and a few keys of old sessions are in nearly all of them.
+        con.execute(f"CREATE OR REPLACE TEMP TABLE scope_rows_{mart.name} AS SELECT rowid AS r "
+                    f"FROM stg_events WHERE {mart.unique_key} IN (SELECT k FROM scope_{mart.name})")
+        con.execute(f"CREATE OR REPLACE TEMP MACRO in_scope_row(row_id) AS "
+                    f"row_id IN (SELECT r FROM scope_rows_{mart.name})")
     floor = "'-infinity'::TIMESTAMPTZ"
     if mart.unique_key == "hour_utc":
         (first,) = con.execute(f"SELECT min(k) FROM scope_{mart.name}").fetchall()[0]

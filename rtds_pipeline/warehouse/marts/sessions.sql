@@ -4,7 +4,8 @@
 -- Refresh: incremental, the sessions the new rows touch (a session can span midnight, and its
 -- CLOSE is latent: sent when the app next becomes active, often on a later day).
 -- session_key: an 8-byte key of session_id (the staging's), which a refresh finds a touched
--- session's rows by: one fixed-width column probed, not every session id hashed.
+-- session's rows by (in_scope_row): one fixed-width column probed for their row ids, then only
+-- those rows read, wherever in the history they lie.
 -- App sessions (IOS, ANDROID, AMAZON) start at OPEN and end at CLOSE. A session whose CLOSE never
 -- came is kept with ended_at NULL and close_missing = true; its duration is not invented. Device
 -- clocks can put a CLOSE before its OPEN: such a session is kept and marked clock_anomaly, with
@@ -19,7 +20,7 @@
 WITH ev AS (
     SELECT session_id, session_key, channel, device_type, type, occurred, triggering_push_id
     FROM stg_events
-    WHERE stream = 'events' AND session_id IS NOT NULL AND in_scope(session_key)
+    WHERE stream = 'events' AND session_id IS NOT NULL AND in_scope_row(rowid)
       AND type IN ('OPEN', 'CLOSE', 'WEB_SESSION', 'SCREEN_VIEWED', 'CUSTOM')
       AND message_event IS NULL
 ),
