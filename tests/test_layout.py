@@ -86,3 +86,24 @@ def test_testserver_dependencies_beyond_the_products_are_in_its_extra():
     # The server's imports all resolve to declared distributions (the product's or the extra).
     used = {d.lower() for m in third_party(list(TESTSERVER.rglob("*.py"))) for d in dists[m]}
     assert used <= declared | extra
+
+
+def test_every_package_the_product_imports_is_declared():
+    """A package that only arrives with another (sqlalchemy with dagster, anyio with starlette) is
+    still declared: the day that other drops it, the import would fail on a fresh install. An
+    import guarded by `except ImportError` (psutil, botocore) is optional."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {r.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower()
+                for r in project["dependencies"]}
+    dists = packages_distributions()
+
+    def optional(parents: list[ast.AST]) -> bool:  # inside `try: … except ImportError:`
+        return any(isinstance(n, ast.Try) and any(
+            h.type is not None and "ImportError" in ast.unparse(h.type) for h in n.handlers)
+            for n in parents)
+
+    modules = {m.split(".")[0] for p in product_modules() for m, _, parents in imports(p)
+               if not optional(parents)} & third_party(product_modules())
+    used = {m: {d.lower() for d in dists.get(m, [m])} for m in modules}
+    undeclared = {m: sorted(d) for m, d in used.items() if not d & declared}
+    assert undeclared == {}, f"imported but not in pyproject.toml's dependencies: {undeclared}"
