@@ -55,11 +55,18 @@ def add_late_copies(con: duckdb.DuckDBPyConnection, kind: str, copies: str) -> N
     if not con.execute(f"SELECT count(*) FROM ({copies})").fetchall()[0][0]:
         return
     change = next_change(con)
-    con.execute(
-        f"UPDATE stg_events SET copies = stg_events.copies + c.n, changed = {change} "
-        f"FROM (SELECT id, key_hi(md5_number(id)) AS h, sum(n)::INTEGER AS n FROM ({copies}) "
-        f"GROUP BY id) c WHERE stg_events.h = c.h AND stg_events.id = c.id "
-        f"AND stg_events.stream = '{kind}'")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE stg_copies AS SELECT id, key_hi(md5_number(id)) AS h, "
+                f"sum(n)::INTEGER AS n FROM ({copies}) GROUP BY id")
+    # In steps, each reading only what it must: the row ids by the 8-byte column, their ids
+    # (wide strings) for those rows only, then the update by row id. As one UPDATE … FROM, the
+    # ids of every row group holding a probable match were read: all of them, 0.4 s at 16M rows.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE stg_copy_rows AS SELECT rowid AS r FROM stg_events "
+                f"WHERE h IN (SELECT h FROM stg_copies) AND stream = '{kind}'")
+    con.execute("CREATE OR REPLACE TEMP TABLE stg_copy_hits AS SELECT s.rowid AS r, c.n "
+                "FROM stg_events s JOIN stg_copies c ON s.id = c.id "
+                "WHERE s.rowid IN (SELECT r FROM stg_copy_rows)")
+    con.execute(f"UPDATE stg_events SET copies = stg_events.copies + x.n, changed = {change} "
+                f"FROM stg_copy_hits x WHERE stg_events.rowid = x.r")
 
 
 def restage_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[object],
