@@ -287,3 +287,45 @@ def test_events_build_from_a_lake_on_a_real_s3_server(fresh_server, s3_server, t
     want = {r["id"] for r in srv.ground_truth() if r["type"] != "COMPLIANCE"}
     got = [r[0] for r in warehouse.reader().execute("SELECT id FROM events").fetchall()]
     assert len(got) == len(set(got)) and set(got) == want
+
+
+def test_growing_bookkeeping_is_appended_to_the_snapshot_not_copied(tmp_path, lake, monkeypatch):
+    """`landing_windows` and `load_log` gain rows with every window: a publish appends what is
+    new to the snapshot it brings up to date, and rewrites the windows that snapshot showed not
+    loaded yet. Published tables equal the writer's after every publish, each way it happens."""
+    import duckdb
+
+    from rtds_pipeline.warehouse import store
+
+    appended = []
+    real = store._append_since
+
+    def spy(con, table, base):
+        appended.append((table, real(con, table, base)))
+        return appended[-1][1]
+
+    monkeypatch.setattr(store, "_append_since", spy)
+    warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
+
+    def published_equals_writer() -> None:
+        query = ("SELECT * FROM landing_windows ORDER BY source, window_seq",
+                 "SELECT * FROM load_log ORDER BY table_name, batch, day, mode")
+        with duckdb.connect(str(warehouse.writer_path), read_only=True) as writer, \
+                warehouse.reader() as reader:
+            for q in query:
+                assert reader.execute(q).fetchall() == writer.execute(q).fetchall()
+
+    for i in range(1, 7):
+        commit_window(lake, "events", [event(f"e{i}", "OPEN", f"{D1}T10:{i:02d}:00.000Z", i)])
+        with warehouse.writer() as con:  # synced now, loaded only every other time
+            wh.sync_manifest(con, lake, [SRC])
+            if i % 2 == 0:
+                wh.load_pending(con, lake, "events")
+        published_equals_writer()
+    with warehouse.reader() as con:
+        assert con.execute("SELECT count(*) FROM landing_windows WHERE load_batch IS NULL"
+                           ).fetchall() == [(0,)]
+        assert con.execute("SELECT count(*) FROM events").fetchall() == [(6,)]
+    # From the third publish on, the spare had marks: every growing table was appended to.
+    assert appended and all(ok for _, ok in appended), appended
+    assert {t for t, _ in appended} == {"landing_windows", "load_log"}

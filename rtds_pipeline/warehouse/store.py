@@ -31,7 +31,15 @@ LAYOUT = "5"  # events in Delta tables, the marts' staging with session keys; bu
 
 # The writer's tables that stay private: large (the id index) or bookkeeping only.
 PRIVATE = ("events_keys", "compliance_events_keys", "landing_files", "load_batches",
-           "warehouse_meta", "stg_events", "stg_removed", "mart_watermarks", "publish_log")
+           "warehouse_meta", "stg_events", "stg_removed", "mart_watermarks", "publish_log",
+           "publish_marks")
+# Published bookkeeping that only grows, a row per window or per load and day: a publish appends
+# the rows added since the snapshot it brings up to date, and rewrites the rows that snapshot
+# showed unfinished (the condition: a window not loaded yet), instead of copying the table.
+GROWING: dict[str, tuple[str, str] | None] = {
+    "landing_windows": ("load_batch IS NULL", "source, window_seq"),  # unfinished rows, their key
+    "load_log": None,
+}
 SNAPSHOT = "warehouse_snapshot"  # in a published file: which publish it shows, and when
 
 
@@ -130,7 +138,8 @@ class Warehouse:
         inserted (`publish_keys_<mart>`, `publish_rows_<mart>`, recorded by `marts.refresh` under
         the publish they await), or copied whole after a full refresh — and
         renamed over the target; the current one becomes the spare. Views over the lake's tables
-        and the small manifests are written anew each time. A spare that a reader still holds
+        and the small tables are written anew each time; the bookkeeping that grows with every
+        window (GROWING: `landing_windows`, `load_log`) is appended to. A spare that a reader still holds
         open (DuckDB's file lock, or a connection of this process) is left to that reader: the
         current snapshot is then copied as a file and patched instead, once."""
         from rtds_pipeline.warehouse import events
@@ -166,9 +175,15 @@ class Warehouse:
             tmp.with_suffix(".next-spare").unlink(missing_ok=True)
         con.execute("INSERT OR REPLACE INTO warehouse_meta VALUES ('published', ?)",
                     [str(published + 1)])
+        for table in GROWING:  # where the patches of this snapshot will append from
+            con.execute("DELETE FROM publish_marks WHERE publish = ? AND table_name = ?",
+                        [published + 1, table])
+            con.execute(f"INSERT INTO publish_marks SELECT ?, ?, coalesce(max(rowid) + 1, 0) "
+                        f"FROM {table}", [published + 1, table])
         # The spare now shows publish `published`: what it needs next is kept, the rest dropped.
         for table in _patch_tables(con):
             con.execute(f"DELETE FROM {table} WHERE publish <= ?", [published])
+        con.execute("DELETE FROM publish_marks WHERE publish < ?", [published])
 
     def _attach_base(self, con: duckdb.DuckDBPyConnection, spare: Path, tmp: Path,
                      published: int) -> tuple[Path, int | None]:
@@ -209,6 +224,9 @@ class Warehouse:
         for table in sorted(old - tables):
             con.execute(f'DROP TABLE publish."{table}"')
         for table in sorted(tables):
+            if table in GROWING and base is not None and table in old \
+                    and _append_since(con, table, base):
+                continue
             keys = f"publish_keys_{table}"
             if base is not None and table in marts and table in old and table not in whole:
                 if keys not in private:
@@ -289,6 +307,38 @@ def _patch_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
         "AND NOT temporary AND (table_name = 'publish_log' "
         "OR starts_with(table_name, 'publish_keys_') OR starts_with(table_name, 'publish_rows_'))"
     ).fetchall()]
+
+
+def _append_since(con: duckdb.DuckDBPyConnection, table: str, base: int) -> bool:
+    """Bring `publish.<table>` (one of GROWING), as publish `base` left it, up to the writer's
+    by appending: the rows added since (row ids from base's mark on: the writer never deletes
+    from these tables), and again those base showed unfinished. False when that cannot be done
+    (no mark for base, other columns) or the row counts then differ: the caller copies the
+    table."""
+    mark = con.execute("SELECT next_row FROM publish_marks WHERE publish = ? AND table_name = ?",
+                       [base, table]).fetchall()
+    columns = ("SELECT list(column_name || ' ' || data_type ORDER BY column_index) "
+               "FROM duckdb_columns() WHERE database_name = ? AND schema_name = 'main' "
+               "AND table_name = ?")
+    here = con.execute("SELECT current_database()").fetchall()[0][0]
+    if not mark or (con.execute(columns, [here, table]).fetchall()
+                    != con.execute(columns, ["publish", table]).fetchall()):
+        return False
+    new_rows = f"rowid >= {mark[0][0]}"
+    if (rewrite := GROWING[table]) is not None:
+        unfinished, key = rewrite
+        # Each row base showed unfinished is in the writer still (finished since, or not yet).
+        new_rows += (f" OR (rowid < {mark[0][0]} AND ({key}) IN "
+                     f"(SELECT {key} FROM publish.{table} WHERE {unfinished}))")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE growing_rows AS "
+                    f"SELECT * FROM main.{table} WHERE {new_rows}")
+        con.execute(f"DELETE FROM publish.{table} WHERE {unfinished}")
+        con.execute(f"INSERT INTO publish.{table} SELECT * FROM growing_rows")
+    else:
+        con.execute(f"INSERT INTO publish.{table} SELECT * FROM main.{table} WHERE {new_rows}")
+    counts = con.execute(f"SELECT (SELECT count(*) FROM main.{table}), "
+                         f"(SELECT count(*) FROM publish.{table})").fetchall()[0]
+    return counts[0] == counts[1]
 
 
 def _snapshot_of(con: duckdb.DuckDBPyConnection, published: int) -> int | None:

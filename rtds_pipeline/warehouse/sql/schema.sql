@@ -10,6 +10,11 @@ CREATE TABLE IF NOT EXISTS warehouse_meta (key VARCHAR PRIMARY KEY, value VARCHA
 -- until the spare snapshot shows them.
 CREATE TABLE IF NOT EXISTS publish_log (publish BIGINT, mart VARCHAR);
 
+-- Where a publish appends from, for the published tables that only grow (GROWING in
+-- warehouse/store.py): the writer's next row id of each, at each publish. Kept until the spare
+-- snapshot shows that publish.
+CREATE TABLE IF NOT EXISTS publish_marks (publish BIGINT, table_name VARCHAR, next_row BIGINT);
+
 -- Manifest of committed landing files, synced incrementally from the commit records in the
 -- lake (records are immutable, so only new window_seq values are read). Lineage for every row.
 CREATE TABLE IF NOT EXISTS landing_windows (
