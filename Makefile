@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.publish
 	$(BIN)/python -m bench.freshness
 	$(BIN)/python -m bench.webhook
 	$(BIN)/python -m bench.chaos
