@@ -326,6 +326,6 @@ def test_growing_bookkeeping_is_appended_to_the_snapshot_not_copied(tmp_path, la
         assert con.execute("SELECT count(*) FROM landing_windows WHERE load_batch IS NULL"
                            ).fetchall() == [(0,)]
         assert con.execute("SELECT count(*) FROM events").fetchall() == [(6,)]
-    # From the third publish on, the spare had marks: every growing table was appended to.
+    # Every snapshot brought up to date after the first publish had marks: appended to, each.
     assert appended and all(ok for _, ok in appended), appended
     assert {t for t, _ in appended} == {"landing_windows", "load_log"}

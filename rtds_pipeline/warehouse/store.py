@@ -139,9 +139,9 @@ class Warehouse:
         the publish they await), or copied whole after a full refresh — and
         renamed over the target; the current one becomes the spare. Views over the lake's tables
         and the small tables are written anew each time; the bookkeeping that grows with every
-        window (GROWING: `landing_windows`, `load_log`) is appended to. A spare that a reader still holds
-        open (DuckDB's file lock, or a connection of this process) is left to that reader: the
-        current snapshot is then copied as a file and patched instead, once."""
+        window (GROWING: `landing_windows`, `load_log`) is appended to. A spare that a reader
+        still holds open (DuckDB's file lock, or a connection of this process) is left to that
+        reader: the current snapshot is then copied as a file and patched instead, once."""
         from rtds_pipeline.warehouse import events
 
         published = pending_publish(con) - 1
