@@ -167,3 +167,30 @@ def test_published_marts_equal_the_writers_when_patched_across_sessions(tmp_path
             with warehouse.reader() as reader:
                 published = {m.name: snapshot(reader, m) for m in marts.MARTS}
             assert published == written, session
+
+
+def test_a_full_refresh_clears_the_patches_of_a_mart_whose_columns_changed(tmp_path):
+    """A new version's mart has other columns, and the remedy is a full refresh: it supersedes
+    every patch recorded for that mart, so the next incremental refresh records its rows in the
+    new shape and publishes them (here an older shape is simulated by a column the patch table
+    has and the mart has not)."""
+    lake = open_lake(str(tmp_path / "lake"))
+    warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
+    with TestServer(ServerOptions(port=0, backlog=2000, seed=5)) as srv:
+        sources = [dataclasses.replace(s, base_url=srv.url) for s in SOURCES]
+
+        def window() -> None:
+            for source in sources:
+                ingest_window(source, lake, WindowLimits(max_seconds=30, idle_timeout=10,
+                                                         max_events=400))
+
+        for session in range(3):
+            window()
+            with warehouse.writer() as con:
+                refresh_after_load(con, lake)
+                if session == 1:
+                    con.execute("ALTER TABLE publish_rows_sessions ADD COLUMN older INTEGER")
+                    marts.refresh(con, full=True)
+                written = snapshot(con, marts.BY_NAME["sessions"])
+            with warehouse.reader() as reader:
+                assert snapshot(reader, marts.BY_NAME["sessions"]) == written, session

@@ -241,6 +241,10 @@ def _record_patch(con: duckdb.DuckDBPyConnection, mart: Mart, *, whole: bool) ->
     keys, rows = f"publish_keys_{mart.name}", f"publish_rows_{mart.name}"
     if whole:
         con.execute("INSERT INTO publish_log VALUES (?, ?)", [publish, mart.name])
+        # Every snapshot older than this publish now copies the mart whole: the patches recorded
+        # so far are of no use, and their tables may have the columns of an older mart.
+        con.execute(f"DROP TABLE IF EXISTS {keys}")
+        con.execute(f"DROP TABLE IF EXISTS {rows}")
         return
     con.execute(f"CREATE TABLE IF NOT EXISTS {keys} AS "
                 f"SELECT 0::BIGINT AS publish, k FROM scope_{mart.name} LIMIT 0")
