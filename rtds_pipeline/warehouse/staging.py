@@ -52,11 +52,11 @@ def stage(con: duckdb.DuckDBPyConnection, kind: str, rows_query: str,
 def add_late_copies(con: duckdb.DuckDBPyConnection, kind: str, copies: str) -> None:
     """Copies that arrived after their id's row was staged (`copies`: a query of id, n): their
     counts join the rows, which count as changed. Probes one 8-byte column, like the id index."""
-    if not con.execute(f"SELECT count(*) FROM ({copies})").fetchall()[0][0]:
-        return
-    change = next_change(con)
     con.execute(f"CREATE OR REPLACE TEMP TABLE stg_copies AS SELECT id, key_hi(md5_number(id)) AS h, "
                 f"sum(n)::INTEGER AS n FROM ({copies}) GROUP BY id")
+    if not con.execute("SELECT count(*) FROM stg_copies").fetchall()[0][0]:
+        return
+    change = next_change(con)
     # In steps, each reading only what it must: the row ids by the 8-byte column, their ids
     # (wide strings) for those rows only, then the update by row id. As one UPDATE … FROM, the
     # ids of every row group holding a probable match were read: all of them, 0.4 s at 16M rows.
