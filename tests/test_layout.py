@@ -38,6 +38,11 @@ def third_party(paths: list[Path]) -> set[str]:
             if m.split(".")[0] not in stdlib and not m.startswith("rtds_pipeline")}
 
 
+def distribution(requirement: str) -> str:
+    """The distribution a pyproject.toml requirement names ("uvicorn[standard]==0.54.0": uvicorn)."""
+    return requirement.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower()
+
+
 def product_modules() -> list[Path]:
     return [p for p in PACKAGE.rglob("*.py") if TESTSERVER not in p.parents]
 
@@ -70,12 +75,8 @@ def test_the_product_imports_the_testserver_only_in_the_cli_testserver_command()
 
 def test_testserver_dependencies_beyond_the_products_are_in_its_extra():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-
-    def name(requirement: str) -> str:
-        return requirement.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower()
-
-    declared = {name(r) for r in project["dependencies"]}
-    extra = {name(r) for r in project["optional-dependencies"]["testserver"]}
+    declared = {distribution(r) for r in project["dependencies"]}
+    extra = {distribution(r) for r in project["optional-dependencies"]["testserver"]}
     dists = packages_distributions()
     only_testserver = (third_party(list(TESTSERVER.rglob("*.py")))
                        - third_party(product_modules()))
@@ -93,8 +94,7 @@ def test_every_package_the_product_imports_is_declared():
     still declared: the day that other drops it, the import would fail on a fresh install. An
     import guarded by `except ImportError` (psutil, botocore) is optional."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {r.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower()
-                for r in project["dependencies"]}
+    declared = {distribution(r) for r in project["dependencies"]}
     dists = packages_distributions()
 
     def optional(parents: list[ast.AST]) -> bool:  # inside `try: … except ImportError:`
