@@ -194,3 +194,34 @@ def test_a_full_refresh_clears_the_patches_of_a_mart_whose_columns_changed(tmp_p
                 written = snapshot(con, marts.BY_NAME["sessions"])
             with warehouse.reader() as reader:
                 assert snapshot(reader, marts.BY_NAME["sessions"]) == written, session
+
+
+def test_scoped_checks_cover_the_keys_the_refresh_recomputed(tmp_path):
+    """After an incremental refresh the checks cover the keys it recomputed, read from the rows
+    it computed rather than found again in the mart. A faulty mart SQL is simulated by tampering
+    with those rows (and the mart, as it would have written them): the scoped checks see what
+    was recomputed, and not an older fault of a key the refresh did not touch."""
+    lake = open_lake(str(tmp_path / "lake"))
+    warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
+    sessions = marts.BY_NAME["sessions"]
+
+    def opened(session: str, offset: int) -> dict:
+        return event(f"open-{session}", "OPEN", "2026-11-20T10:00:00Z", offset,
+                     body={"session_id": session}, device={"channel": "c1", "device_type": "IOS"})
+
+    commit_window(lake, "events", [opened("old", 0)])
+    with warehouse.writer() as con:
+        assert {c.refreshed.mode for c in marts.check(con, refresh_after_load(con, lake))} == {"full"}
+    commit_window(lake, "events", [opened("a", 1), opened("b", 2)])
+    with warehouse.writer() as con:
+        checked = {c.refreshed.mart: c for c in marts.check(con, refresh_after_load(con, lake))}
+        assert (checked["sessions"].refreshed.mode, checked["sessions"].refreshed.keys) == (
+            "incremental", 2)
+        assert (checked["sessions"].violations, checked["sessions"].duplicates,
+                checked["sessions"].rows) == (0, 0, 3)
+        for table in ("rows_sessions", "sessions"):
+            con.execute(f"UPDATE {table} SET duration_s = -1 WHERE session_id IN ('a', 'old')")
+            con.execute(f"INSERT INTO {table} SELECT * FROM {table} WHERE session_id = 'b'")
+        assert marts.violations(con, sessions, scoped=True)[0] == 1  # 'a'; 'old' is not in scope
+        assert marts.grain_duplicates(con, sessions, scoped=True) == 1
+        assert marts.violations(con, sessions)[0] == 2  # the whole mart: 'a' and 'old'

@@ -58,35 +58,31 @@ def marts_asset(available: list[marts.Mart], tables: list[str]) -> dg.AssetsDefi
     def _marts(context: AssetExecutionContext, config: MartsConfig, lake: LakeResource,
                warehouse: WarehouseResource):
         with warehouse.warehouse(lake.lake()).writer() as con:
-            done = marts.refresh(con, available, full=config.full_refresh)
-            results = []
-            for r in done:
-                mart = marts.BY_NAME[r.mart]
-                scoped = r.mode == "incremental"  # checks cost what the refresh touched
-                results.append((r, con.execute(f"SELECT count(*) FROM {mart.name}").fetchall()[0][0],
-                                marts.grain_duplicates(con, mart, scoped),
-                                marts.violations(con, mart, scoped=scoped),
-                                marts.preview(con, mart)))
+            checked = marts.check(con, marts.refresh(con, available, full=config.full_refresh))
         # Written to the log once the writer has published: every mart at once.
-        for r, total, dups, (bad, examples), (cols, rows) in results:
+        for c in checked:
+            r = c.refreshed
             context.log.info(f"{r.mart}: {r.mode}, {r.keys} key(s), {r.rows} row(s) written")
             yield dg.MaterializeResult(asset_key=r.mart, metadata={
-                "dagster/row_count": total, "refresh": r.mode, "keys_refreshed": r.keys,
+                "dagster/row_count": c.rows, "refresh": r.mode, "keys_refreshed": r.keys,
                 "rows_written": r.rows, "seconds": round(r.seconds, 3),
                 "refreshed_at": dg.MetadataValue.timestamp(r.refreshed_at),
                 "newest_processed": dg.MetadataValue.timestamp(r.newest_processed)
                 if r.newest_processed else dg.MetadataValue.null(),
-                "preview": _table(cols, rows)})
+                "preview": _table(c.columns, c.preview)})
             severity = (dg.AssetCheckSeverity.WARN if r.mart in WARN_ONLY
                         else dg.AssetCheckSeverity.ERROR)
             yield dg.AssetCheckResult(asset_key=r.mart, check_name="grain_unique",
-                                      passed=dups == 0, metadata={"duplicated_keys": dups})
+                                      passed=c.duplicates == 0,
+                                      metadata={"duplicated_keys": c.duplicates})
             yield dg.AssetCheckResult(
-                asset_key=r.mart, check_name="consistent", passed=bad == 0, severity=severity,
-                metadata={"violations": bad, "scope": "keys refreshed" if r.mode == "incremental"
+                asset_key=r.mart, check_name="consistent", passed=c.violations == 0,
+                severity=severity,
+                metadata={"violations": c.violations,
+                          "scope": "keys refreshed" if r.mode == "incremental"
                           else "whole mart",
                           "examples": dg.MetadataValue.json([[_cell(v) for v in e]
-                                                             for e in examples])})
+                                                             for e in c.examples])})
 
     return _marts
 

@@ -220,12 +220,15 @@ def _incremental(con: duckdb.DuckDBPyConnection, mart: Mart) -> tuple[int, int]:
                 f"SELECT DISTINCT k FROM ({mart.touched_query}) WHERE k IS NOT NULL")
     keys = con.execute(f"SELECT count(*) FROM scope_{mart.name}").fetchall()[0][0]
     if not keys:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE rows_{mart.name} AS "
+                    f"SELECT * FROM {mart.name} LIMIT 0")
         return 0, 0
     _scope_macros(con, mart, full=False)
     con.execute(f"DELETE FROM {mart.name} WHERE {mart.unique_key} IN "
                 f"(SELECT k FROM scope_{mart.name})")
-    # The rows computed again are kept for the publish too: it inserts them from here rather
-    # than finding them in the mart (a scan of every column of every row group they fall in).
+    # The rows computed again are kept for the publish and the scoped checks too: they read
+    # them from here rather than finding them in the mart (a scan of the key column of every
+    # row group, and of every column of each row group they fall in).
     con.execute(f"CREATE OR REPLACE TEMP TABLE rows_{mart.name} AS {mart.query}")
     rows = con.execute(f"INSERT INTO {mart.name} SELECT * FROM rows_{mart.name}").fetchall()[0][0]
     _record_patch(con, mart, whole=False)
@@ -287,29 +290,61 @@ def _scope_macros(con: duckdb.DuckDBPyConnection, mart: Mart, *, full: bool) -> 
 
 # -- checks and previews -------------------------------------------------------------------
 
-def _scoped(con: duckdb.DuckDBPyConnection, mart: Mart, sql: str, scoped: bool) -> str:
-    """`sql` over the keys this refresh recomputed only (each mart it names is filtered by its
-    unique key; marts that read each other share the key's domain)."""
+def _scoped(mart: Mart, sql: str, scoped: bool) -> str:
+    """`sql` over the keys this refresh recomputed only: the mart itself is read from the rows
+    the refresh computed (`rows_<mart>`: after the refresh, exactly the mart's rows of those
+    keys, as it deleted every row of them and inserted these), so the check costs what the
+    refresh touched; each other mart it names is filtered by its unique key (marts that read
+    each other share the key's domain)."""
     if not scoped:
         return sql
     for other in MARTS:
-        sql = re.sub(rf"\b(FROM|JOIN)\s+{other.name}\b",
-                     rf"\1 (SELECT * FROM {other.name} WHERE {other.unique_key} IN "
-                     rf"(SELECT k FROM scope_{mart.name}))", sql)
+        table = (f"rows_{other.name}" if other == mart else
+                 f"(SELECT * FROM {other.name} WHERE {other.unique_key} IN "
+                 f"(SELECT k FROM scope_{mart.name}))")
+        sql = re.sub(rf"\b(FROM|JOIN)\s+{other.name}\b", rf"\1 {table}", sql)
     return sql
 
 
 def grain_duplicates(con: duckdb.DuckDBPyConnection, mart: Mart, scoped: bool = False) -> int:
+    """Grain values held by more than one row (scoped: among the keys the refresh recomputed;
+    a grain determines its unique key, so no duplicate spans recomputed and other keys)."""
     cols = ", ".join(mart.grain)
-    return con.execute(_scoped(con, mart, f"SELECT count(*) FROM (SELECT {cols} FROM {mart.name} "
-                                          "GROUP BY ALL HAVING count(*) > 1)", scoped)
+    return con.execute(_scoped(mart, f"SELECT count(*) FROM (SELECT {cols} FROM {mart.name} "
+                                     "GROUP BY ALL HAVING count(*) > 1)", scoped)
                        ).fetchall()[0][0]
 
 
 def violations(con: duckdb.DuckDBPyConnection, mart: Mart, limit: int = 5,
                scoped: bool = False) -> tuple[int, list[tuple]]:
-    rows = con.execute(_scoped(con, mart, mart.check_query, scoped)).fetchall()
+    rows = con.execute(_scoped(mart, mart.check_query, scoped)).fetchall()
     return len(rows), rows[:limit]
+
+
+@dataclasses.dataclass
+class Checked:
+    """What the Dagster asset reports of a refreshed mart."""
+    refreshed: Refreshed
+    rows: int  # rows the mart holds
+    duplicates: int  # grain values held by more than one row
+    violations: int  # rows its check query returns
+    examples: list[tuple]  # the first of them
+    columns: list[str]  # a preview: its column names …
+    preview: list[tuple]  # … and first rows
+
+
+def check(con: duckdb.DuckDBPyConnection, done: list[Refreshed]) -> list[Checked]:
+    """Check each mart a refresh wrote, at the cost of what it touched: an incremental refresh's
+    marts over the keys it recomputed, a full refresh's over everything."""
+    out = []
+    for r in done:
+        mart = BY_NAME[r.mart]
+        scoped = r.mode == "incremental"
+        bad, examples = violations(con, mart, scoped=scoped)
+        columns, first = preview(con, mart)
+        out.append(Checked(r, con.execute(f"SELECT count(*) FROM {mart.name}").fetchall()[0][0],
+                           grain_duplicates(con, mart, scoped), bad, examples, columns, first))
+    return out
 
 
 def preview(con: duckdb.DuckDBPyConnection, mart: Mart, limit: int = 5
