@@ -16,7 +16,7 @@ from rtds_pipeline.lake.storage import open_lake
 from rtds_pipeline.testserver.app import ServerOptions, TestServer
 from rtds_pipeline.testserver.log import Quirks
 from rtds_pipeline.warehouse import events as wh
-from rtds_pipeline.warehouse import marts
+from rtds_pipeline.warehouse import marts, rowmap
 from rtds_pipeline.warehouse.store import Warehouse
 
 
@@ -87,8 +87,21 @@ def late_window(con, lake) -> None:
     ])
 
 
+@pytest.fixture
+def row_maps(monkeypatch):
+    """Row maps kept at any size (warehouse/rowmap.py; by default only for big tables), and
+    rebuilt often: the refreshes and publishes find their keys through them."""
+    monkeypatch.setattr(rowmap, "MIN_ROWS", 0)
+    monkeypatch.setattr(rowmap, "MIN_TAIL", 200)
+    monkeypatch.setattr(rowmap, "TAIL_SHARE", 2)
+
+
+def maps_kept(con) -> set[tuple[str, str]]:
+    return set(con.execute("SELECT DISTINCT db, tbl FROM row_maps").fetchall())
+
+
 @pytest.mark.slow
-def test_incremental_refresh_equals_full_refresh_for_every_mart(tmp_path):
+def test_incremental_refresh_equals_full_refresh_for_every_mart(tmp_path, row_maps):
     quirks = Quirks(duplicate=0.05, late=0.05, future_skew=0.01, small_skew=0.01,
                     processed_jitter=0.2, unknown_type=0.001, unknown_field=0.01)
     lake = open_lake(str(tmp_path / "lake"))
@@ -110,6 +123,7 @@ def test_incremental_refresh_equals_full_refresh_for_every_mart(tmp_path):
             late_window(con, lake)
             refresh_after_load(con, lake)
             incremental = {m.name: snapshot(con, m) for m in marts.MARTS}
+            assert {("main", "sessions"), ("main", "stg_events")} <= maps_kept(con)
             # Every mart was first built in full, then refreshed incrementally.
             assert all(v == {"full", "incremental"} for v in modes.values()), modes
             marts.refresh(con, full=True)
@@ -147,7 +161,7 @@ def test_staging_maintained_by_loads_equals_staging_from_the_tables(tmp_path):
     assert copies > len(kept)  # duplicates arrived in later windows: their copies were added
 
 
-def test_published_marts_equal_the_writers_when_patched_across_sessions(tmp_path):
+def test_published_marts_equal_the_writers_when_patched_across_sessions(tmp_path, row_maps):
     """Each session loads a window, refreshes the marts and publishes by patching the previous
     snapshot with the keys it touched; a session that does not publish in between forces the
     next one to copy the marts whole. Every published mart equals the writer's."""
@@ -162,6 +176,8 @@ def test_published_marts_equal_the_writers_when_patched_across_sessions(tmp_path
             with warehouse.writer(publish=session != 2) as con:
                 refresh_after_load(con, lake)
                 written = {m.name: snapshot(con, m) for m in marts.MARTS}
+                if session == 4:  # the spares were patched through their maps
+                    assert ("publish", "sessions") in maps_kept(con)
             if session == 2:
                 continue
             with warehouse.reader() as reader:

@@ -21,7 +21,7 @@ import time
 
 import duckdb
 
-from rtds_pipeline.warehouse import staging
+from rtds_pipeline.warehouse import rowmap, staging
 from rtds_pipeline.warehouse.events import TABLES
 from rtds_pipeline.warehouse.store import pending_publish, run_script, transaction
 
@@ -210,6 +210,7 @@ def _full(con: duckdb.DuckDBPyConnection, mart: Mart) -> int:
                 f"SELECT k FROM ({mart.touched_query}) LIMIT 0")
     _scope_macros(con, mart, full=True)
     con.execute(f"CREATE OR REPLACE TABLE {mart.name} AS {mart.query}")
+    rowmap.forget(con, rowmap.Table(mart.name, mart.unique_key))
     _record_patch(con, mart, whole=True)
     return con.execute(f"SELECT count(*) FROM {mart.name}").fetchall()[0][0]
 
@@ -224,8 +225,9 @@ def _incremental(con: duckdb.DuckDBPyConnection, mart: Mart) -> tuple[int, int]:
                     f"SELECT * FROM {mart.name} LIMIT 0")
         return 0, 0
     _scope_macros(con, mart, full=False)
-    con.execute(f"DELETE FROM {mart.name} WHERE {mart.unique_key} IN "
-                f"(SELECT k FROM scope_{mart.name})")
+    # By the mart's row map where it keeps one (a few rows of a big mart: no scan of its keys).
+    rowmap.delete_keys(con, rowmap.Table(mart.name, mart.unique_key),
+                       f"SELECT k FROM scope_{mart.name}")
     # The rows computed again are kept for the publish and the scoped checks too: they read
     # them from here rather than finding them in the mart (a scan of the key column of every
     # row group, and of every column of each row group they fall in).
@@ -274,11 +276,12 @@ def _scope_macros(con: duckdb.DuckDBPyConnection, mart: Mart, *, full: bool) -> 
     run_script(con, f"CREATE OR REPLACE TEMP MACRO in_scope(scoped_key) AS "
                     f"scoped_key IN (SELECT k FROM scope_{mart.name});")
     if "in_scope_row(" in mart.query:
-        # Two steps: the row ids first, by a scan of the one key column, then only those rows.
-        # One step would read the wide columns (session ids…) of every row group that holds a
-        # key, and a few keys of old sessions are in nearly all of them.
-        con.execute(f"CREATE OR REPLACE TEMP TABLE scope_rows_{mart.name} AS SELECT rowid AS r "
-                    f"FROM stg_events WHERE {mart.unique_key} IN (SELECT k FROM scope_{mart.name})")
+        # Two steps: the row ids first (from the staging's row map, warehouse/rowmap.py, or a
+        # scan of the one key column), then only those rows. One step would read the wide
+        # columns (session ids…) of every row group that holds a key, and a few keys of old
+        # sessions are in nearly all of them.
+        rowmap.find_rows(con, rowmap.Table("stg_events", mart.unique_key),
+                         f"SELECT k FROM scope_{mart.name}", f"scope_rows_{mart.name}")
         con.execute(f"CREATE OR REPLACE TEMP MACRO in_scope_row(row_id) AS "
                     f"row_id IN (SELECT r FROM scope_rows_{mart.name})")
     floor = "'-infinity'::TIMESTAMPTZ"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 
+from rtds_pipeline.warehouse import rowmap
 from rtds_pipeline.warehouse.store import run_script
 
 MART_DIR = Path(__file__).parent / "marts"
@@ -94,5 +95,6 @@ def restage_all(con: duckdb.DuckDBPyConnection, tables: dict[str, str]) -> None:
     new writer state or a full rebuild does, apart from the loads)."""
     change = next_change(con)
     con.execute("DELETE FROM stg_events")
+    rowmap.forget(con, rowmap.Table("stg_events", ""))
     for kind, table in tables.items():
         stage_with(con, kind, f"SELECT * FROM {table}", {}, change)

@@ -25,6 +25,7 @@ from pathlib import Path
 import duckdb
 
 from rtds_pipeline.lake.storage import Lake
+from rtds_pipeline.warehouse import rowmap
 
 SQL_DIR = Path(__file__).parent / "sql"
 LAYOUT = "5"  # events in Delta tables, the marts' staging with session keys; bump when the writer's file must be started anew
@@ -32,7 +33,7 @@ LAYOUT = "5"  # events in Delta tables, the marts' staging with session keys; bu
 # The writer's tables that stay private: large (the id index) or bookkeeping only.
 PRIVATE = ("events_keys", "compliance_events_keys", "landing_files", "load_batches",
            "warehouse_meta", "stg_events", "stg_removed", "mart_watermarks", "publish_log",
-           "publish_marks")
+           "publish_marks", "row_maps")
 # Published bookkeeping that only grows, a row per window or per load and day: a publish appends
 # the rows added since the snapshot it brings up to date, and rewrites the rows that snapshot
 # showed unfinished (the condition: a window not loaded yet), instead of copying the table.
@@ -97,6 +98,8 @@ class Warehouse:
             con = self._connect()
             try:
                 con.execute("SET enable_progress_bar = false")  # run logs, not a terminal
+                con.execute(f"SET VARIABLE {rowmap.VARIABLE} = ?", [str(self.private_dir / "rowmaps")])
+                rowmap.prepare(con)
                 if not self.lake.is_local:
                     con.register_filesystem(self.lake.fs)
                 events.prepare(con)
@@ -148,10 +151,11 @@ class Warehouse:
         spare = self.private_dir / f"{self.path.name}.spare"
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         target, base = self._attach_base(con, spare, tmp, published)
+        maps = rowmap.published(con, base, published + 1)  # the target's row maps, as patched
         try:
             try:
                 with transaction(con):
-                    self._fill(con, base, published + 1)
+                    self._fill(con, base, published + 1, maps)
                 con.execute("CHECKPOINT publish")  # nothing left in a WAL beside the file
             finally:
                 con.execute("DETACH publish")
@@ -175,6 +179,7 @@ class Warehouse:
             tmp.with_suffix(".next-spare").unlink(missing_ok=True)
         con.execute("INSERT OR REPLACE INTO warehouse_meta VALUES ('published', ?)",
                     [str(published + 1)])
+        rowmap.keep_published(con, maps, [published, published + 1])  # the two files' maps
         for table in GROWING:  # where the patches of this snapshot will append from
             con.execute("DELETE FROM publish_marks WHERE publish = ? AND table_name = ?",
                         [published + 1, table])
@@ -206,9 +211,11 @@ class Warehouse:
         con.execute(f"ATTACH '{tmp}' AS publish (STORAGE_VERSION 'v1.2.0')")
         return tmp, _snapshot_of(con, published)
 
-    def _fill(self, con: duckdb.DuckDBPyConnection, base: int | None, publish: int) -> None:
+    def _fill(self, con: duckdb.DuckDBPyConnection, base: int | None, publish: int,
+              maps: str) -> None:
         """Bring the attached `publish` file, which shows publish `base` (None: unknown), to the
-        writer's state as publish number `publish`."""
+        writer's state as publish number `publish`; its marts' keys are found through their row
+        maps (`maps`: their bookkeeping, see rowmap.published)."""
         def names(db: str) -> set[str]:
             return {t for (t,) in con.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
@@ -234,13 +241,14 @@ class Warehouse:
                 # Each key recomputed since `base`, as its latest recompute left it.
                 latest = (f"(SELECT k, max(publish) AS p FROM main.{keys} WHERE publish > {base} "
                           "GROUP BY k)")
-                con.execute(f'DELETE FROM publish."{table}" WHERE {_key_column(table)} IN '
-                            f"(SELECT k FROM {latest})")
+                rowmap.delete_keys(con, rowmap.Table(table, _key_column(table), "publish",
+                                                     publish, maps), f"SELECT k FROM {latest}")
                 con.execute(f'INSERT INTO publish."{table}" SELECT r.* EXCLUDE (publish) '
                             f"FROM main.publish_rows_{table} r JOIN {latest} l "
                             f"ON r.{_key_column(table)} = l.k AND r.publish = l.p")
                 continue
             con.execute(f'CREATE OR REPLACE TABLE publish."{table}" AS SELECT * FROM main."{table}"')
+            rowmap.forget(con, rowmap.Table(table, "", "publish", publish, maps))
         con.execute(f"CREATE OR REPLACE TABLE publish.{SNAPSHOT} AS SELECT ?::BIGINT AS publish, "
                     "now() AS published_at, ? AS writer_state", [publish, _meta(con, "state")])
 
