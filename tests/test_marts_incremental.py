@@ -92,6 +92,7 @@ def row_maps(monkeypatch):
     """Row maps kept at any size (warehouse/rowmap.py; by default only for big tables), and
     rebuilt often: the refreshes and publishes find their keys through them."""
     monkeypatch.setattr(rowmap, "MIN_ROWS", 0)
+    monkeypatch.setattr(rowmap, "ROW_GROUP", 1)  # maps of tables smaller than a row group
     monkeypatch.setattr(rowmap, "MIN_TAIL", 200)
     monkeypatch.setattr(rowmap, "TAIL_SHARE", 2)
 

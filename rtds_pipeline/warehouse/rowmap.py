@@ -37,6 +37,7 @@ MIN_ROWS = 1_000_000  # below: a scan of the key column costs less than keeping 
 TAIL_SHARE = 4  # rebuild once the tail holds more than covered / TAIL_SHARE rows …
 MIN_TAIL = 500_000  # … and more than this
 SAMPLE = 32  # map entries checked on each use
+ROW_GROUP = 122_880  # rows in a DuckDB row group
 VARIABLE = "rtds_rowmaps"  # the folder of the map files, set on the writer's connection
 
 
@@ -176,7 +177,7 @@ def _usable(con: duckdb.DuckDBPyConnection, table: Table) -> tuple[RowMap, Path]
     if row_map is not None:
         con.execute(f"DELETE FROM {table.state} WHERE db = ? AND snapshot = ? AND tbl = ? "
                     "AND key = ?", [table.db, table.snapshot, table.name, table.key])
-    if rows < MIN_ROWS:
+    if rows < max(MIN_ROWS, ROW_GROUP):  # (a map covers whole row groups)
         return None
     row_map = _build(con, table, root)
     con.execute(f"INSERT INTO {table.state} VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -219,15 +220,21 @@ def _fetch_checked(con: duckdb.DuckDBPyConnection, target: str, key: str, row_id
 
 def _build(con: duckdb.DuckDBPyConnection, table: Table, root: Path) -> RowMap:
     """Sort the key column with its row ids into the map's files, in batches (bounded memory).
-    It covers every row there is; `live` counts them all, those without a key included."""
+    `live` counts the rows it covers, those without a key included."""
     root.mkdir(parents=True, exist_ok=True)
     name = f"{table.name}-{uuid.uuid4().hex[:12]}"
-    last, live, n = con.execute(
-        f"SELECT max(rowid), count(*), count({table.key}) FROM {table.target}").fetchall()[0]
+    # Whole row groups only: the last one, partly filled, is left to the tail. A checkpoint's
+    # vacuum merges neighbouring row groups whose rows fit in fewer, and a map ending inside a
+    # row group was moved under by the very next merge of the fresh rows after it.
+    (last,) = con.execute(f"SELECT max(rowid) FROM {table.target}").fetchall()[0]
+    covered = 0 if last is None else (last + 1) // ROW_GROUP * ROW_GROUP
+    live, n = con.execute(f"SELECT count(*), count({table.key}) FROM {table.target} "
+                          f"WHERE rowid < {covered}").fetchall()[0]
     sorted_keys = np.lib.format.open_memmap(root / f"{name}.keys.npy", "w+", np.uint64, (n,))
     row_ids = np.lib.format.open_memmap(root / f"{name}.rows.npy", "w+", np.int64, (n,))
     reader = con.sql(f"SELECT {table.key}::UBIGINT AS k, rowid AS r FROM {table.target} "
-                     f"WHERE {table.key} IS NOT NULL ORDER BY k").to_arrow_reader(1 << 20)
+                     f"WHERE {table.key} IS NOT NULL AND rowid < {covered} ORDER BY k"
+                     ).to_arrow_reader(1 << 20)
     at = 0
     for batch in reader:
         sorted_keys[at:at + batch.num_rows] = batch.column(0).to_numpy()
@@ -237,7 +244,7 @@ def _build(con: duckdb.DuckDBPyConnection, table: Table, root: Path) -> RowMap:
         raise RuntimeError(f"row map of {table.target}: {at} keys read, {n} counted")
     sorted_keys.flush()
     row_ids.flush()
-    return RowMap(name, 0 if last is None else last + 1, live)
+    return RowMap(name, covered, live)
 
 
 def _arrays(root: Path, row_map: RowMap) -> tuple[np.ndarray, np.ndarray]:
