@@ -11,7 +11,9 @@ are scanned by row id, which DuckDB answers from the row groups at and above `co
 Row ids in DuckDB stay put until a checkpoint vacuums deleted rows out of a row group, which
 shifts every later row, and a table created anew numbers its rows from 0 again. So a map is used
 only while it holds:
-- its live rows below `covered`, counted by row id (cheap), are the count it expects;
+- its live rows below `covered`, counted by row id (cheap), are the count it expects, and the
+  table still reaches `covered` (a shift moves tail rows below `covered`, or ends the table
+  before it);
 - a sample of its entries, and every row it finds, still hold their keys;
 - our own code drops it whenever it creates the table anew (`forget`).
 Anything else rebuilds it (one sorted scan of the key column, O(table), rare), and a row found
@@ -162,22 +164,21 @@ def _load(con: duckdb.DuckDBPyConnection, table: Table) -> RowMap | None:
 def _usable(con: duckdb.DuckDBPyConnection, table: Table) -> tuple[RowMap, Path] | None:
     """The table's map, built or rebuilt as needed; None where no map pays or can be kept."""
     root = folder(con)
-    if root is None or con.execute(
-            "SELECT data_type FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = $t "
-            "AND column_name = $k AND database_name = "
-            "(CASE WHEN $db = 'main' THEN current_database() ELSE $db END)",
-            {"db": table.db, "t": table.name, "k": table.key}
-    ).fetchall() != [("UBIGINT",)]:
+    if root is None:
         return None
     row_map = _load(con, table)
     last = con.execute(f"SELECT max(rowid) FROM {table.target}").fetchall()[0][0]
     rows = 0 if last is None else last + 1
-    if row_map is not None and _holds(con, table, row_map, root, rows):
-        return row_map, root
     if row_map is not None:
+        if _holds(con, table, row_map, root, rows):
+            return row_map, root
         con.execute(f"DELETE FROM {table.state} WHERE db = ? AND snapshot = ? AND tbl = ? "
                     "AND key = ?", [table.db, table.snapshot, table.name, table.key])
-    if rows < max(MIN_ROWS, ROW_GROUP):  # (a map covers whole row groups)
+    if rows < max(MIN_ROWS, ROW_GROUP) or con.execute(  # (a map covers whole row groups)
+            "SELECT data_type FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = $t "
+            "AND column_name = $k AND database_name = "
+            "(CASE WHEN $db = 'main' THEN current_database() ELSE $db END)",
+            {"db": table.db, "t": table.name, "k": table.key}).fetchall() != [("UBIGINT",)]:
         return None
     row_map = _build(con, table, root)
     con.execute(f"INSERT INTO {table.state} VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -189,7 +190,11 @@ def _usable(con: duckdb.DuckDBPyConnection, table: Table) -> tuple[RowMap, Path]
 def _holds(con: duckdb.DuckDBPyConnection, table: Table, row_map: RowMap, root: Path,
            rows: int) -> bool:
     """Does the map still describe the table, and is its tail short enough to scan?"""
-    if rows - row_map.covered > max(MIN_TAIL, row_map.covered // TAIL_SHARE):
+    # A vacuum that moved rows under the map moved every later row too: the first rows of the
+    # tail now count below `covered` (the live count below), or, with no live tail, the table
+    # ends before `covered`.
+    if rows < row_map.covered or rows - row_map.covered > max(MIN_TAIL,
+                                                               row_map.covered // TAIL_SHARE):
         return False
     try:
         sorted_keys, row_ids = _arrays(root, row_map)
