@@ -14,7 +14,7 @@ only while it holds:
 - its live rows below `covered`, counted by row id (cheap), are the count it expects, and the
   table still reaches `covered` (a shift moves tail rows below `covered`, or ends the table
   before it);
-- a sample of its entries, and every row it finds, still hold their keys;
+- a sample of its entries, and every row it finds, still hold their keys (fetched together);
 - our own code drops it whenever it creates the table anew (`forget`).
 Anything else rebuilds it (one sorted scan of the key column, O(table), rare), and a row found
 is always checked against its key: a stale map can cost time, never delete a wrong row.
@@ -88,18 +88,25 @@ def find_rows(con: duckdb.DuckDBPyConnection, table: Table, keys: str, out: str)
         if mapped is None:
             break
         row_map, root = mapped
+        try:
+            sorted_keys, row_ids = _arrays(root, row_map)
+        except (OSError, ValueError):  # its files are gone or torn: built anew
+            forget(con, table)
+            continue
         wanted = con.execute(f"SELECT DISTINCT k::UBIGINT AS k FROM ({keys}) WHERE k IS NOT NULL"
                              ).fetchnumpy()["k"].astype(np.uint64)
-        sorted_keys, row_ids = _arrays(root, row_map)
         spans = [(a, b) for a, b in zip(np.searchsorted(sorted_keys, wanted, "left"),
                                         np.searchsorted(sorted_keys, wanted, "right"), strict=True)
                  if b > a]
-        candidates = (np.concatenate([row_ids[a:b] for a, b in spans]) if spans
-                      else np.empty(0, np.int64))
-        expected = (np.concatenate([sorted_keys[a:b] for a, b in spans]) if spans
-                    else np.empty(0, np.uint64))
+        # The rows found and a sample of the map's entries, fetched and checked in one go.
+        at = (np.random.default_rng().integers(0, len(row_ids), SAMPLE) if len(row_ids)
+              else np.empty(0, np.int64))
+        candidates = np.concatenate([np.asarray(row_ids[at])] + [row_ids[a:b] for a, b in spans])
+        expected = np.concatenate([np.asarray(sorted_keys[at])]
+                                  + [sorted_keys[a:b] for a, b in spans])
         if _fetch_checked(con, target, key, candidates, expected):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT r FROM rowmap_fetched "
+                        f"WHERE k IN (SELECT k FROM ({keys})) "
                         f"UNION ALL SELECT rowid FROM {target} WHERE rowid >= {row_map.covered} "
                         f"AND {key} IN (SELECT k FROM ({keys}))")
             return
@@ -162,15 +169,15 @@ def _load(con: duckdb.DuckDBPyConnection, table: Table) -> RowMap | None:
 
 
 def _usable(con: duckdb.DuckDBPyConnection, table: Table) -> tuple[RowMap, Path] | None:
-    """The table's map, built or rebuilt as needed; None where no map pays or can be kept."""
+    """The table's map, built or rebuilt as needed; None where no map pays or can be kept.
+    (The caller checks a sample of its entries with the rows it fetches.)"""
     root = folder(con)
     if root is None:
         return None
     row_map = _load(con, table)
-    last = con.execute(f"SELECT max(rowid) FROM {table.target}").fetchall()[0][0]
-    rows = 0 if last is None else last + 1
+    rows = _rows(con, table.target, row_map.covered - 1 if row_map else 0)
     if row_map is not None:
-        if _holds(con, table, row_map, root, rows):
+        if _holds(con, table, row_map, rows):
             return row_map, root
         con.execute(f"DELETE FROM {table.state} WHERE db = ? AND snapshot = ? AND tbl = ? "
                     "AND key = ?", [table.db, table.snapshot, table.name, table.key])
@@ -187,26 +194,30 @@ def _usable(con: duckdb.DuckDBPyConnection, table: Table) -> tuple[RowMap, Path]
     return row_map, root
 
 
-def _holds(con: duckdb.DuckDBPyConnection, table: Table, row_map: RowMap, root: Path,
-           rows: int) -> bool:
-    """Does the map still describe the table, and is its tail short enough to scan?"""
+def _rows(con: duckdb.DuckDBPyConnection, target: str, above: int) -> int:
+    """1 + the table's last row id (0 when empty), read from the row groups from row `above` on
+    where it has rows there (a filter on rowid skips the others: 0.7 ms against 5.5 ms for the
+    16M rows of a table)."""
+    last = None
+    if above > 0:
+        last = con.execute(f"SELECT max(rowid) FROM {target} WHERE rowid >= {above}").fetchall()[0][0]
+    if last is None:
+        last = con.execute(f"SELECT max(rowid) FROM {target}").fetchall()[0][0]
+    return 0 if last is None else last + 1
+
+
+def _holds(con: duckdb.DuckDBPyConnection, table: Table, row_map: RowMap, rows: int) -> bool:
+    """Does the map still describe the table, as far as counting tells, and is its tail short
+    enough to scan?"""
     # A vacuum that moved rows under the map moved every later row too: the first rows of the
     # tail now count below `covered` (the live count below), or, with no live tail, the table
     # ends before `covered`.
     if rows < row_map.covered or rows - row_map.covered > max(MIN_TAIL,
                                                                row_map.covered // TAIL_SHARE):
         return False
-    try:
-        sorted_keys, row_ids = _arrays(root, row_map)
-    except (OSError, ValueError):
-        return False
     live = con.execute(f"SELECT count(*) FROM {table.target} WHERE rowid < {row_map.covered}"
                        ).fetchall()[0][0]
-    if live != row_map.live:
-        return False
-    at = np.random.default_rng().integers(0, len(row_ids), SAMPLE) if len(row_ids) else []
-    return _fetch_checked(con, table.target, table.key, np.asarray(row_ids[at]),
-                          np.asarray(sorted_keys[at]))
+    return live == row_map.live
 
 
 def _fetch_checked(con: duckdb.DuckDBPyConnection, target: str, key: str, row_ids: np.ndarray,
