@@ -9,6 +9,7 @@ import pytest
 from rtds_pipeline.warehouse import rowmap
 
 KEYS = "SELECT k FROM wanted"
+T = rowmap.Table("t", "k")
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def con(tmp_path, monkeypatch):
     con.close()
 
 
-def found(con, table=rowmap.Table("t", "k")) -> list[int]:
+def found(con, table: rowmap.Table = T) -> list[int]:
     rowmap.find_rows(con, table, KEYS, "hits")
     return sorted(r for (r,) in con.execute("SELECT r FROM hits").fetchall())
 
