@@ -106,7 +106,7 @@ def test_a_vacuum_is_seen_when_no_row_follows_the_map(con, monkeypatch):
     monkeypatch.setattr(rowmap, "SAMPLE", 0)
     con.execute(f"CREATE OR REPLACE TABLE t AS SELECT * FROM t LIMIT {2 * rowmap.ROW_GROUP}")
     con.execute("CHECKPOINT")
-    rowmap.forget(con, rowmap.Table("t", "k"))
+    rowmap.forget(con, T)
     con.execute("CREATE OR REPLACE TABLE wanted AS SELECT k FROM t WHERE rowid >= 245000 "
                 "AND k IS NOT NULL")
     assert found(con) == scanned(con)

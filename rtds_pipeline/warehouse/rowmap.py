@@ -93,8 +93,10 @@ def find_rows(con: duckdb.DuckDBPyConnection, table: Table, keys: str, out: str)
         except (OSError, ValueError):  # its files are gone or torn: built anew
             forget(con, table)
             continue
-        wanted = con.execute(f"SELECT DISTINCT k::UBIGINT AS k FROM ({keys}) WHERE k IS NOT NULL"
-                             ).fetchnumpy()["k"].astype(np.uint64)
+        # The keys, queried once: the lookup and both halves of the answer read them.
+        con.execute("CREATE OR REPLACE TEMP TABLE rowmap_wanted AS "
+                    f"SELECT DISTINCT k::UBIGINT AS k FROM ({keys}) WHERE k IS NOT NULL")
+        wanted = con.execute("SELECT k FROM rowmap_wanted").fetchnumpy()["k"].astype(np.uint64)
         spans = [(a, b) for a, b in zip(np.searchsorted(sorted_keys, wanted, "left"),
                                         np.searchsorted(sorted_keys, wanted, "right"), strict=True)
                  if b > a]
@@ -106,9 +108,9 @@ def find_rows(con: duckdb.DuckDBPyConnection, table: Table, keys: str, out: str)
                                   + [sorted_keys[a:b] for a, b in spans])
         if _fetch_checked(con, target, key, candidates, expected):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT r FROM rowmap_fetched "
-                        f"WHERE k IN (SELECT k FROM ({keys})) "
+                        "WHERE k IN (SELECT k FROM rowmap_wanted) "
                         f"UNION ALL SELECT rowid FROM {target} WHERE rowid >= {row_map.covered} "
-                        f"AND {key} IN (SELECT k FROM ({keys}))")
+                        f"AND {key} IN (SELECT k FROM rowmap_wanted)")
             return
         # A row holds another key than the map says: the map no longer holds; built anew.
         forget(con, table)
