@@ -1,6 +1,6 @@
 """How the ingest process hands freed memory back to the OS (peak RSS, issue 3).
 
-A window allocates and frees ~8 MB Arrow buffers on four threads. Arrow's default pool (mimalloc)
+A window allocates and frees ~6 MB Arrow buffers on four threads. Arrow's default pool (mimalloc)
 keeps much of what was freed; jemalloc, which pyarrow also ships, can be told to hand pages back
 within `DIRTY_DECAY_MS` and to skip the "muzzy" stage in between (pages released with
 MADV_FREE, which Linux keeps counting in RSS until memory runs short). Peak RSS of a 2M-event

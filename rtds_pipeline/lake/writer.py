@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -211,28 +212,36 @@ def write_parquet_batches(lake: Lake, rel: str, batches: Iterable[pa.RecordBatch
     """Stream batches (LANDING_SCHEMA) into one Parquet file with the landing zone's options;
     durable (fsynced, or one whole object) when it returns its size."""
     options = {k: v for k, v in _PARQUET_OPTIONS.items() if k != "row_group_size"}
-    path = lake.path(rel)
-    if lake.is_local:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    with (open(path, "wb") if lake.is_local else lake.fs.open(path, "wb")) as f:
-        with pq.ParquetWriter(f, LANDING_SCHEMA, **options) as out:
+
+    def write(sink: pa.NativeFile | BinaryIO) -> None:
+        with pq.ParquetWriter(sink, LANDING_SCHEMA, **options) as out:
             for batch in batches:
                 out.write_batch(batch, row_group_size=_PARQUET_OPTIONS["row_group_size"])
-        if lake.is_local:
-            f.flush()
-            os.fsync(f.fileno())
-        return f.tell()
+
+    return _write_durable(lake, rel, write)
 
 
 def write_parquet(lake: Lake, rel: str, table: pa.Table) -> int:
+    return _write_durable(lake, rel, lambda sink: pq.write_table(table, sink, **_PARQUET_OPTIONS))
+
+
+def _write_durable(lake: Lake, rel: str, write: Callable[[pa.NativeFile | BinaryIO], None]) -> int:
+    """Run `write` on a new file at `rel`; its size once it is durable. A local file is Arrow's
+    own (a Python file object takes the GIL for every page the encoder writes: the writing
+    threads waited on each other and on the reader), fsynced before this returns; on an object
+    store (s3fs) the object exists, whole, once `close()` returns."""
     path = lake.path(rel)
-    if lake.is_local:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            pq.write_table(table, f, **_PARQUET_OPTIONS)
-            f.flush()
-            os.fsync(f.fileno())
+    if not lake.is_local:
+        with lake.fs.open(path, "wb") as f:
+            write(f)
             return f.tell()
-    with lake.fs.open(path, "wb") as f:  # s3fs: the object exists, whole, once close() returns
-        pq.write_table(table, f, **_PARQUET_OPTIONS)
-        return f.tell()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with pa.BufferedOutputStream(pa.OSFile(path, "wb"), buffer_size=1 << 20) as out:
+        write(out)
+        size = out.tell()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the file's data, whichever descriptor wrote it
+    finally:
+        os.close(fd)
+    return size
