@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import fsspec
+import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 
@@ -48,6 +50,26 @@ class Lake:
                 os.fsync(f.fileno())
         else:
             self.fs.pipe_file(path, data)
+
+    def write_streamed(self, path: str, write: Callable[[pa.NativeFile | BinaryIO], None]) -> int:
+        """Run `write` on a new file at `path`; its size once it is durable. A local file is
+        Arrow's own (a Python file object takes the GIL for every page an Arrow encoder writes:
+        the writing threads waited on each other and on the reader), fsynced before this
+        returns; on an object store (s3fs) the object exists, whole, once `close()` returns."""
+        if not self.is_local:
+            with self.fs.open(path, "wb") as f:
+                write(f)
+                return f.tell()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with pa.BufferedOutputStream(pa.OSFile(path, "wb"), buffer_size=1 << 20) as out:
+            write(out)
+            size = out.tell()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the file's data, whichever descriptor wrote it
+        finally:
+            os.close(fd)
+        return size
 
 
 def open_lake(url: str, storage_options: dict[str, Any] | None = None) -> Lake:

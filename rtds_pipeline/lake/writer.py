@@ -13,9 +13,8 @@ from those slices, never copied into one big table.
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
@@ -218,30 +217,9 @@ def write_parquet_batches(lake: Lake, rel: str, batches: Iterable[pa.RecordBatch
             for batch in batches:
                 out.write_batch(batch, row_group_size=_PARQUET_OPTIONS["row_group_size"])
 
-    return _write_durable(lake, rel, write)
+    return lake.write_streamed(lake.path(rel), write)
 
 
 def write_parquet(lake: Lake, rel: str, table: pa.Table) -> int:
-    return _write_durable(lake, rel, lambda sink: pq.write_table(table, sink, **_PARQUET_OPTIONS))
-
-
-def _write_durable(lake: Lake, rel: str, write: Callable[[pa.NativeFile | BinaryIO], None]) -> int:
-    """Run `write` on a new file at `rel`; its size once it is durable. A local file is Arrow's
-    own (a Python file object takes the GIL for every page the encoder writes: the writing
-    threads waited on each other and on the reader), fsynced before this returns; on an object
-    store (s3fs) the object exists, whole, once `close()` returns."""
-    path = lake.path(rel)
-    if not lake.is_local:
-        with lake.fs.open(path, "wb") as f:
-            write(f)
-            return f.tell()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with pa.BufferedOutputStream(pa.OSFile(path, "wb"), buffer_size=1 << 20) as out:
-        write(out)
-        size = out.tell()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the file's data, whichever descriptor wrote it
-    finally:
-        os.close(fd)
-    return size
+    return lake.write_streamed(lake.path(rel),
+                               lambda sink: pq.write_table(table, sink, **_PARQUET_OPTIONS))
