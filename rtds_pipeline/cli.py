@@ -63,10 +63,11 @@ def _testserver(args: argparse.Namespace) -> int:
     if webhook:
         print(f"  webhook:    POSTs batches of {webhook.batch} to {webhook.url.split('?')[0]} "
               f"({webhook.concurrency} in flight); /admin/webhook", flush=True)
-    try:
-        asyncio.run(server.serve())
-    except KeyboardInterrupt:
-        pass
+    # Ctrl-C or SIGTERM (how `make run` stops it) ends serving cleanly: the streams are saved
+    # to --state-dir on the way out, so the next start goes on where this one stopped.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: server.request_stop())
+    asyncio.run(server.serve())
     return 0
 
 
@@ -394,8 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--retention-events", type=int,
                     help="events kept per app (default: RTDS's 7 days); memory ~150 B per event")
     ts.add_argument("--state-dir", type=Path,
-                    help="keep offsets across restarts here (they never go back); `make run` "
-                         "uses data/testserver")
+                    help="keep the streams here across restarts: a restarted server serves the "
+                         "same events at the same offsets and goes on live (the backlog is "
+                         "built on the first start only); `make run` uses data/testserver")
     ts.add_argument("--no-quirks", dest="quirks", action="store_false",
                     help="no duplicates, late or skewed events, unknown types or fields")
     ts.add_argument("--webhook-url", help="also POST the events to this URL, as Airship's webhook "

@@ -14,7 +14,9 @@ import base64
 import contextlib
 import dataclasses
 import os
+import pickle
 import struct
+import sys
 import threading
 import uuid
 import zlib
@@ -38,7 +40,15 @@ from rtds_pipeline.testserver.config import (
     Token,
     default_config,
 )
-from rtds_pipeline.testserver.log import SEGMENT_EVENTS, Quirks, StreamLog, offset_of, seq_of
+from rtds_pipeline.testserver.log import (
+    GENERATOR_VERSION,
+    SEGMENT_EVENTS,
+    Quirks,
+    StreamLog,
+    offset_of,
+    seq_of,
+    write_atomically,
+)
 from rtds_pipeline.testserver.matching import compile_filters, needs_body, subset_admits
 from rtds_pipeline.testserver.webhook_sender import WebhookOptions, WebhookSender
 
@@ -48,6 +58,7 @@ WRITE_BATCH_BYTES = 256 * 1024
 SLOW_BATCH_EVENTS = 2048
 DEFAULT_BACKLOG_SPAN_MS = 3 * 24 * 3_600_000
 OFFSET_RESERVE = 1_000_000  # offsets reserved ahead in the state file, per app
+STATE_SAVE_SECONDS = 30.0  # how often a server with a state dir saves its streams (and at stop)
 
 
 @dataclasses.dataclass
@@ -64,8 +75,10 @@ class ServerOptions:
     population: int = 2000
     cache_dir: Path | None = None
     empty_apps: frozenset[str] = frozenset()  # apps that have no data yet (404)
-    # Where offsets survive a restart: a restarted server goes on after every offset it may
-    # have served (never back, which would stall a reader resuming after its old offset).
+    # Where the streams survive a restart: a restarted server serves the events it had retained,
+    # at the same offsets, and goes on live from there (the backlog is built on the first start
+    # only). Offsets are also reserved ahead there, so a stream started anew (state of another
+    # generator version) goes on after every offset an earlier life may have served.
     state_dir: Path | None = None
 
 
@@ -88,6 +101,9 @@ class TestServer:
                 retention_events=self.options.retention_events,
                 retention_bytes=self.options.retention_bytes,
                 population=self.options.population, first_seq=self._reserved.get(key, 0))
+        self._webhook_from: int | None = None  # where a restored webhook sender goes on
+        self._restore_state()
+        self._saved_at_seq: dict[str, int] = {k: log.next_seq for k, log in self.logs.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -109,15 +125,65 @@ class TestServer:
         return self._server.sockets[0].getsockname()[1]
 
     def build_backlog(self) -> None:
+        """The backlog of each app that has no stream yet (a restored one keeps its own)."""
         self._reserve_offsets()
+        built = False
         if self.options.backlog:
             for key, log in self.logs.items():
-                if key not in self.options.empty_apps and not len(log):
+                if key not in self.options.empty_apps and not log.ever_had_data:
                     log.build_backlog(self.options.backlog, self.options.backlog_span_ms,
                                       self.options.cache_dir)
+                    built = True
         self._reserve_offsets()
+        if built:
+            self.save_state()
 
-    # ------------------------------------------------------------------ offsets across restarts
+    # ------------------------------------------------------------------ state across restarts
+    def _state_file(self) -> Path | None:
+        return self.options.state_dir / "streams.pickle" if self.options.state_dir else None
+
+    def _restore_state(self) -> None:
+        """The streams a previous life saved in the state dir, as they were (events, offsets,
+        duplicates still due, the generator mid-story), with retention applied since."""
+        path = self._state_file()
+        if path is None or not path.exists():
+            return
+        try:
+            with path.open("rb") as f:
+                saved = pickle.load(f)
+            if saved.get("version") != GENERATOR_VERSION:
+                raise ValueError(f"saved by generator version {saved.get('version')}, "
+                                 f"this is {GENERATOR_VERSION}")
+        except Exception as exc:  # unreadable or of another version: a new stream, later offsets
+            print(f"test server: not restoring the streams in {path} ({exc}); starting new "
+                  "streams after the offsets they used (delete the state dir to start from "
+                  "scratch)", file=sys.stderr, flush=True)
+            return
+        for key, state in saved["logs"].items():
+            if key in self.logs:
+                self.logs[key].restore(state)
+                self.logs[key].enforce_retention(now_ms())
+        self._webhook_from = saved.get("webhook_next_seq")
+
+    def save_state(self) -> None:
+        """Save every stream to the state dir (durably, all at once). On the server's loop."""
+        path = self._state_file()
+        if path is None:
+            return
+        saved = {"version": GENERATOR_VERSION, "saved_at": now_ms(),
+                 "logs": {key: log.state() for key, log in self.logs.items()},
+                 "webhook_next_seq": self.webhook.resume_seq() if self.webhook else None}
+        write_atomically(path, pickle.dumps(saved, pickle.HIGHEST_PROTOCOL))
+        self._saved_at_seq = {k: log.next_seq for k, log in self.logs.items()}
+
+    async def _save_periodically(self) -> None:
+        """A crash loses at most STATE_SAVE_SECONDS of the streams (a clean stop loses nothing):
+        the restored generator then makes the lost events again, with the same ids."""
+        while True:
+            await asyncio.sleep(STATE_SAVE_SECONDS)
+            if any(log.next_seq != self._saved_at_seq.get(k) for k, log in self.logs.items()):
+                await asyncio.to_thread(self.save_state)
+
     def _offsets_file(self) -> Path | None:
         return self.options.state_dir / "offsets.json" if self.options.state_dir else None
 
@@ -158,15 +224,18 @@ class TestServer:
         live = asyncio.create_task(self._live()) if self.options.rate > 0 else None
         sender = None
         if self._webhook_options is not None:
-            self.webhook = WebhookSender(self.log(), self._webhook_options)
+            self.webhook = WebhookSender(self.log(), self._webhook_options,
+                                         start_seq=self._webhook_from)
             sender = asyncio.create_task(self.webhook.run())
+        saver = asyncio.create_task(self._save_periodically()) if self.options.state_dir else None
         self._ready.set()
         try:
             while not self._stopping.is_set():
                 await asyncio.sleep(0.1)
         finally:
-            if live:
-                live.cancel()
+            for task in (live, saver):
+                if task:
+                    task.cancel()
             if sender:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
@@ -174,6 +243,9 @@ class TestServer:
             for w in list(self._writers):
                 w.transport.abort()
             await self._server.wait_closed()
+            if saver:
+                await asyncio.gather(saver, return_exceptions=True)
+                self.save_state()
 
     def send_webhooks(self, options: WebhookOptions) -> TestServer:
         """Also POST the default app's events as Airship's webhook integration does, from
@@ -189,6 +261,10 @@ class TestServer:
         if not self._ready.wait(600):
             raise RuntimeError("test server did not start within 600 s")
         return self
+
+    def request_stop(self) -> None:
+        """Make `serve()` return (from a signal handler, say); it saves its state on the way."""
+        self._stopping.set()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import hashlib
+import os
 import pickle
 import random
 import time
@@ -111,8 +112,11 @@ class StreamLog:
                  retention_ms: int = 7 * DAY_MS, population: int = 2000,
                  first_seq: int = 0) -> None:
         self.seed = seed
-        self.generator = LifecycleGenerator(seed, population)
-        self.rng = random.Random(seed ^ 0x5EED)
+        # A log that starts after offsets an earlier life handed out (its state lost) must not
+        # repeat that life's events: the same seed would give the same ids again.
+        stream_seed = seed if first_seq == 0 else hash((seed, first_seq))
+        self.generator = LifecycleGenerator(stream_seed, population)
+        self.rng = random.Random(stream_seed ^ 0x5EED)
         self.quirks = quirks or Quirks()
         self.retention_events = retention_events
         self.retention_bytes = retention_bytes
@@ -206,7 +210,7 @@ class StreamLog:
                 written += 1
                 written += self._flush_due_duplicates(int(clock_start_ms + written * step),
                                                       count - written)
-        self._enforce_retention(clock_end_ms)
+        self.enforce_retention(clock_end_ms)
         self._wake()
 
     def build_backlog(self, count: int, span_ms: int, cache_dir: Path | None = None) -> bool:
@@ -225,19 +229,24 @@ class StreamLog:
             with path.open("rb") as f:
                 built_at, state = pickle.load(f)
             if end - built_at < BACKLOG_CACHE_MAX_AGE_MS:
-                self.__dict__.update(state)
-                self._enforce_retention(end)
-                self._wake()
+                self.restore(state)
+                self.enforce_retention(end)
                 return True
         self.generate(count, end - span_ms, end)  # segments are compressed as they fill
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            state = {k: v for k, v in self.__dict__.items() if k != "_waiters"}
-            tmp = path.with_suffix(".tmp")
-            with tmp.open("wb") as f:
-                pickle.dump((end, state), f, protocol=pickle.HIGHEST_PROTOCOL)
-            tmp.replace(path)
+            write_atomically(path, pickle.dumps((end, self.state()), pickle.HIGHEST_PROTOCOL))
         return False
+
+    def state(self) -> dict[str, Any]:
+        """Everything the log is, to pickle: events, offsets, quirks to come and the generator
+        (so a restored log goes on with the same population and never repeats an id)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_waiters", "_cached")}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Become the log `state()` captured (readers waiting for new events are woken)."""
+        self.__dict__.update(state)
+        self._cached = None
+        self._wake()
 
     def generate_live(self, count: int) -> None:
         """Append `count` events processed now (live mode)."""
@@ -319,7 +328,7 @@ class StreamLog:
         self._tail_start += len(self._tail)
         self._tail = []
 
-    def _enforce_retention(self, now: int) -> None:
+    def enforce_retention(self, now: int) -> None:
         """Drop the oldest events beyond the event, byte or age limit (7 days by default)."""
         n = len(self)
         drop = n - self.retention_events if self.retention_events is not None else 0
@@ -396,6 +405,17 @@ class StreamLog:
             yield {"offset": offset_of(seq), "id": self.id_of(seq), "type": self.type_of(seq),
                    "duplicate": bool(self.duplicate[seq - self._base]),
                    "event": orjson.loads(self.line(seq))}
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` all at once, durably (a crash leaves the old file or the new)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _uuid_text(packed: bytes | bytearray) -> str:

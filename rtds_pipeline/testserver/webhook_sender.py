@@ -54,6 +54,7 @@ class WebhookOptions:
 
 @dataclasses.dataclass
 class _Batch:
+    first_seq: int
     offsets: list[str]
     ids: list[str]
     lines: list[bytes]
@@ -62,8 +63,10 @@ class _Batch:
 class WebhookSender:
     """Runs on the test server's event loop (the log's thread)."""
 
-    def __init__(self, stream: StreamLog, options: WebhookOptions) -> None:
+    def __init__(self, stream: StreamLog, options: WebhookOptions, *,
+                 start_seq: int | None = None) -> None:
         self.stream, self.options = stream, options
+        self.start_seq = start_seq  # where a restarted server's sender goes on (None: the start)
         self.acked: set[str] = set()  # offsets of acknowledged events
         self.acked_ids: list[str] = []
         self.batches_acked = 0
@@ -72,6 +75,8 @@ class WebhookSender:
         self.in_flight = 0
         self.next_seq: int | None = None
         self._partial: list[Any] = []
+        self._partial_from = 0  # the seq of the partial batch's first event
+        self._unacked: set[int] = set()  # first seq of each batch queued or in flight
         self._queue: asyncio.Queue[_Batch] = asyncio.Queue(maxsize=options.concurrency)
 
     @property
@@ -79,6 +84,15 @@ class WebhookSender:
         """Every event the log holds now was sent and acknowledged."""
         return (self.next_seq is not None and self.next_seq >= self.stream.next_seq
                 and not self._partial and self._queue.empty() and self.in_flight == 0)
+
+    def resume_seq(self) -> int | None:
+        """Where a sender of a restarted server goes on so that no event goes unacknowledged:
+        the first event of the oldest batch not acknowledged yet (its batch is sent again,
+        as Airship retries until a 2xx)."""
+        if self.next_seq is None:
+            return self.start_seq
+        pending = [*self._unacked, *([self._partial_from] if self._partial else [])]
+        return min(pending, default=self.next_seq)
 
     def stats(self) -> dict[str, Any]:
         return {"url": _redacted(self.options.url), "batch": self.options.batch,
@@ -108,7 +122,7 @@ class WebhookSender:
     async def _make_batches(self) -> None:
         """Follow the log in stream order; a batch goes when full, or after `linger_seconds`."""
         stream, opts = self.stream, self.options
-        self.next_seq = stream.first_seq
+        self.next_seq = max(stream.first_seq, self.start_seq or 0)
         first_at = 0.0
         while True:
             if self.next_seq >= stream.next_seq:
@@ -127,13 +141,15 @@ class WebhookSender:
                 continue
             if not self._partial:
                 first_at = time.monotonic()
+                self._partial_from = seq
             self._partial.append((offset_of(seq), stream.id_of(seq), stream.line(seq)))
             if len(self._partial) == opts.batch:
                 await self._enqueue()
 
     async def _enqueue(self) -> None:
         events, self._partial = self._partial, []
-        await self._queue.put(_Batch([e[0] for e in events], [e[1] for e in events],
+        self._unacked.add(self._partial_from)
+        await self._queue.put(_Batch(self._partial_from, [e[0] for e in events], [e[1] for e in events],
                                      [e[2] for e in events]))
 
     async def _post_batches(self, client: httpx.AsyncClient) -> None:
@@ -163,6 +179,7 @@ class WebhookSender:
                 self.acked.update(batch.offsets)
                 self.acked_ids.extend(batch.ids)
                 self.batches_acked += 1
+                self._unacked.discard(batch.first_seq)
             finally:
                 self.in_flight -= 1
 
