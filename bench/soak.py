@@ -28,7 +28,6 @@ import psutil
 from bench.scratch import scratch_dir
 from rtds_pipeline.lake.live import live_files
 from rtds_pipeline.lake.storage import open_lake
-from rtds_pipeline.run import RUNS_WAIT_S
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLED_LIMIT = 4
@@ -166,7 +165,7 @@ def main() -> int:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(RUNS_WAIT_S + 120)  # it lets runs in progress finish
+                proc.wait(60)  # it stops within seconds, ending the runs in progress
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         if out:

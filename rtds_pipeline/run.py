@@ -7,6 +7,7 @@ partitions filling, and `data/warehouse.duckdb` can be queried read-only. Ctrl-C
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ from rtds_pipeline.settings import load_settings
 ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("RTDS_TESTSERVER_PORT", TEST_SERVER_PORT))
 UI_PORT = int(os.environ.get("RTDS_UI_PORT", "3000"))
-RUNS_WAIT_S = 300.0  # a run of `make run` takes seconds; the first catch-up, a minute or two
+GRACE_S = 4.0  # how long the webserver and code servers get to stop before they are killed
 DUCKDB_CLI = Path(sys.executable).with_name("duckdb")  # the duckdb-cli package, in .venv/bin
 # `dagster dev` still works and is what the pinned release documents; its notice that `dg dev`
 # (another package) supersedes it is one warning, filtered by its exact text.
@@ -108,75 +109,50 @@ def dagster_daemon_pid(dagster: subprocess.Popen[bytes]) -> int | None:
     return None
 
 
-def terminate_reading_runs(dagster_home: Path) -> None:
-    """Reading runs read for RTDS_READ_RUN_SECONDS: end them as the UI's Terminate button does
-    (through the code server, so call this while it runs) instead of waiting for them. What they
-    read but did not commit is read again by the next run; nothing is lost."""
+def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None,
+                 dagster_home: Path) -> int:
+    """Stop `dagster dev` within seconds, with every run it started; returns how many runs were
+    ended. Every step is safe to cut short, by design: the lake's commits are atomic (a window
+    not committed is read again, from the commit log's resume offset), a load or marts refresh
+    killed mid-way is finished or rolled back by the next one, a sensor's cursor only mirrors
+    the lake, and run keys make a re-evaluated tick harmless.
+
+    1. The daemon is killed first: no tick or queued run launches anything any more (stopped
+       gracefully, it closes its code locations under the sensor threads, which then log
+       DagsterCodeLocationNotFoundError tracebacks).
+    2. The webserver and code servers get SIGTERM and a few seconds to close.
+    3. Whatever of dagster dev's process group is left — runs in progress, in their own
+       processes — is killed.
+    4. Runs not finished (queued, starting, started) are marked canceled in Dagster's storage,
+       so the UI shows none left running and the next start begins with a clean queue."""
+    if daemon_pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon_pid, signal.SIGKILL)
+    if dagster.poll() is None:
+        dagster.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            dagster.wait(GRACE_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(dagster.pid, signal.SIGKILL)
+    dagster.wait()
+    return cancel_unfinished_runs(dagster_home)
+
+
+def cancel_unfinished_runs(dagster_home: Path) -> int:
+    """Mark every run that is not finished as canceled (its processes are gone)."""
     import dagster as dg
 
-    from rtds_pipeline.defs.landing import READER_TAG
-
     os.environ["DAGSTER_HOME"] = str(dagster_home)
-    try:
-        with dg.DagsterInstance.get() as instance:
-            for record in instance.get_run_records(dg.RunsFilter(statuses=[
-                    dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])):
-                if READER_TAG in record.dagster_run.tags:
-                    instance.run_launcher.terminate(record.dagster_run.run_id)
-    except Exception as exc:  # the runs then end at their budget; make run waits for them
-        print(f"could not terminate the reading runs ({type(exc).__name__}: {exc})", flush=True)
-
-
-def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None,
-                 dagster_home: Path) -> None:
-    """Stops `dagster dev` with its daemon first, after ending the reading runs.
-
-    On a graceful stop Dagster's daemon closes its code locations before its sensor threads
-    finish, so a tick in flight (ours read a window for up to RTDS_WINDOW_SECONDS; the marts
-    tick spends most of a minute creating its run) fails to submit its run and logs
-    DagsterCodeLocationNotFoundError tracebacks. Killed, the daemon leaves that tick unfinished
-    instead, which is safe: the lake's commits are atomic, the cursor only mirrors them, run keys
-    make a re-evaluated tick harmless, and Dagster resumes an interrupted tick on the next start.
-    The webserver and the code server then stop gracefully."""
-    if dagster.poll() is None:
-        terminate_reading_runs(dagster_home)
-        if daemon_pid is not None:
-            try:
-                os.kill(daemon_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        terminate_reading_runs(dagster_home)  # one the daemon started meanwhile
-        dagster.send_signal(signal.SIGTERM)
-    _stop(dagster)
-    _wait_for_runs(dagster.pid, RUNS_WAIT_S)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _wait_for_runs(pgid: int, seconds: float) -> None:
-    """Runs already executing (loads, marts) outlive `dagster dev` in their own processes (same
-    process group): let them finish, so that nothing writes the warehouse after `make run` returns; at most
-    `seconds`, or until Ctrl-C, then they are killed (the next start marks them failed)."""
-    if not _group_alive(pgid):
-        return
-    print("waiting for the Dagster runs in progress to finish (Ctrl-C to stop them now) …",
-          flush=True)
-    deadline = time.monotonic() + seconds
-    try:
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    unfinished = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                  dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                  dg.DagsterRunStatus.CANCELING]
+    with dg.DagsterInstance.get() as instance:
+        records = instance.get_run_records(dg.RunsFilter(statuses=unfinished))
+        for record in records:
+            instance.report_run_canceled(
+                record.dagster_run, message="stopped with `make run` (Ctrl-C); what it had not "
+                                            "committed is read or loaded again on the next start")
+    return len(records)
 
 
 def main() -> int:
@@ -225,7 +201,11 @@ def main() -> int:
             return 1
         dagster = subprocess.Popen(
             [sys.executable, "-W", DEV_COMMAND_WARNING, "-m", "dagster", "dev",
-             "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(UI_PORT)],
+             "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(UI_PORT),
+             # The daemon's routine lines (every tick, queue pass and run check: ~70 a minute)
+             # stay out of the console; the runs' own logs (windows, loads, refreshes), warnings
+             # and errors stay in.
+             "--log-level", "warning"],
             cwd=ROOT, env=env, start_new_session=True)
         if not wait_http(f"http://127.0.0.1:{UI_PORT}/server_info", dagster, 180):
             print("dagster dev did not start; see its output above", file=sys.stderr)
@@ -242,10 +222,14 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if dagster is not None:
-            stop_dagster(dagster, daemon_pid, dagster_home)
+        ended = stop_dagster(dagster, daemon_pid, dagster_home) if dagster is not None else 0
         for proc in reversed(procs):
             _stop(proc)
+        print(f"stopped: Dagster ({ended} unfinished run(s) canceled; what they had not committed "
+              f"is read again on the next start), the test server"
+              f"{' and the webhook receiver' if len(procs) > 1 else ''}. State is in "
+              f"{_shown(ROOT / 'data')} and {_shown(dagster_home)}; `make run` goes on from it.",
+              flush=True)
 
 
 if __name__ == "__main__":

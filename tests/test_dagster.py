@@ -202,8 +202,15 @@ def test_load_runs_do_not_pile_up_and_report_only_changed_days(fresh_server, tmp
         # Both windows loaded by one run; one materialization per day they touched, no more.
         lake = defs.resources["lake"].lake()
         touched = {d for c in CommitLog(lake, "events").all() for d in c.days}
-        days = {m.partition for m in result.asset_materializations_for_node("load_events_windows")}
-        assert days == touched
+        mats = result.asset_materializations_for_node("load_events_windows")
+        assert {m.partition for m in mats} == touched
+        # Each partition's row count is the day's rows in the table; the load's own count is
+        # labelled as such.
+        with duckdb.connect(defs.resources["warehouse"].path, read_only=True) as con:
+            per_day = dict(con.execute("SELECT occurred_date::VARCHAR, count(*) FROM events "
+                                       "GROUP BY ALL").fetchall())
+        assert {m.partition: m.metadata["dagster/row_count"].value for m in mats} == per_day
+        assert sum(m.metadata["rows added by this load"].value for m in mats) == sum(per_day.values())
 
 
 def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_server, tmp_path):
@@ -225,7 +232,9 @@ def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_ser
         # The marts sensor sees the new partitions and refreshes every mart in one run.
         marts_tick = tick(defs, instance, name="rtds_marts")
         [refresh] = marts_tick.run_requests
-        assert set(refresh.asset_selection) == {dg.AssetKey(m.name) for m in MARTS}
+        assert refresh.job_name == "refresh_marts"  # a job named for what it does, in the UI
+        assert set(defs.resolve_job_def("refresh_marts").asset_layer.executable_asset_keys) == {
+            dg.AssetKey(m.name) for m in MARTS}
         execute(defs, instance, refresh)
         again = tick(defs, instance, name="rtds_marts", cursor=marts_tick.cursor)
         assert again.run_requests == [] and "unchanged" in again.skip_reason.skip_message
@@ -396,3 +405,69 @@ def test_an_event_from_both_the_stream_and_the_webhook_is_one_row(tmp_path):
         receiver.stop()
     ids = table_ids(settings)
     assert len(ids) == len(set(ids)) and set(ids) == want
+
+
+def test_a_failing_blocking_mart_check_publishes_nothing_and_fails_the_refresh(tmp_path):
+    """A refresh whose blocking check fails is rolled back: the run fails with the finding and
+    what to do, the checks show it in Dagster, no mart is materialized, and readers keep the
+    last good snapshot (its marts and mart_freshness); the next refresh retries from there."""
+    from landing import commit_window, event
+
+    from rtds_pipeline.lake.storage import open_lake
+
+    lake = open_lake(str(tmp_path / "lake"))
+    settings = load_settings({"RTDS_LAKE_URL": lake.root, "RTDS_FIRST_DAY": "2026-11-01",
+                              "RTDS_WAREHOUSE": str(tmp_path / "warehouse.duckdb")})
+    defs = build_definitions(settings)
+
+    def consent(id_, offset, address, **fields):
+        return event(id_, "COMPLIANCE", "2026-11-20T10:00:00Z", offset,
+                     body={"event_type": "register", "identifiers": {"address": address},
+                           "properties": {"commercial_opted_in": "2026-11-20T10:00:00Z"}},
+                     **fields)
+
+    def published():
+        with duckdb.connect(settings.warehouse_path, read_only=True) as con:
+            if not con.execute("SELECT count(*) FROM duckdb_tables() "
+                               "WHERE table_name = 'mart_freshness'").fetchall()[0][0]:
+                return None  # no marts refresh yet
+            return (con.execute("SELECT * FROM warehouse_snapshot").fetchall(),
+                    con.execute("SELECT * FROM mart_freshness ORDER BY 1").fetchall(),
+                    con.execute("SELECT event_id, address FROM consent_ledger ORDER BY 1").fetchall())
+
+    def refresh(instance):
+        """The loads (each publishes a snapshot), then the marts' refresh: its result and the
+        snapshot readers had before it."""
+        for job in ("load_events", "load_compliance_events"):
+            assert defs.resolve_job_def(job).execute_in_process(instance=instance).success
+        before = published()
+        return defs.resolve_job_def("refresh_marts").execute_in_process(
+            instance=instance, raise_on_error=False), before
+
+    commit_window(lake, "compliance", [consent("c1", 1, "b@example.com")])
+    commit_window(lake, "events", [event("s1", "OPEN", "2026-11-20T09:00:00Z", 1,
+                                         device={"channel": "ch1", "device_type": "IOS"})])
+    with dg.instance_for_test() as instance:
+        assert refresh(instance)[0].success
+        good = published()
+        assert good[2] == [("c1", "b@example.com")]
+        # The same id as the compliance event, as an email channel's opt-in: data no real stream
+        # sends, which gives the ledger two rows of one (event_id, message_type).
+        commit_window(lake, "events", [event(
+            "c1", "SUBSCRIPTION", "2026-11-21T10:00:00Z", 2,
+            device={"channel": "ch2", "device_type": "EMAIL", "delivery_address": "b@example.com"},
+            body={"properties": {"commercial_opted_in": "2026-11-21T10:00:00Z"}})])
+        for attempt in range(2):  # and the next refresh fails the same way, from the same state
+            result, before = refresh(instance)
+            assert not result.success
+            failure = result.failure_data_for_node("marts").error.message
+            assert "consent_ledger: grain_unique failed" in failure
+            assert "nothing was published" in failure and "readers keep the previous" in failure
+            assert not [e for e in result.all_events if e.is_step_materialization]
+            checks = {(e.event_specific_data.asset_key.to_user_string(),
+                       e.event_specific_data.check_name): e.event_specific_data
+                      for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+            grain = checks["consent_ledger", "grain_unique"]
+            assert not grain.passed and grain.severity == dg.AssetCheckSeverity.ERROR
+            assert checks["sessions", "grain_unique"].passed
+            assert published() == before and before[1:] == good[1:], attempt

@@ -4,6 +4,7 @@ table's contract (which must never block a day)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from landing import commit_window, event
+from landing import SOURCES, commit_window, event
 
 from rtds_pipeline.extract.ingest import ingest_window
 from rtds_pipeline.extract.reader import WindowLimits
@@ -25,6 +26,7 @@ from rtds_pipeline.lake.storage import open_lake
 from rtds_pipeline.lake.writer import LandingWriter
 from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.warehouse import events as wh
+from rtds_pipeline.warehouse.delta import DeltaEvents
 from rtds_pipeline.warehouse.store import Warehouse
 
 D1 = "2026-11-20"
@@ -91,6 +93,7 @@ import sys
 from rtds_pipeline.lake.storage import open_lake
 from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.warehouse import events as wh
+from rtds_pipeline.warehouse.delta import DeltaEvents
 from rtds_pipeline.warehouse.store import Warehouse
 lake = open_lake(sys.argv[1])
 with Warehouse(sys.argv[2], lake).writer() as con:
@@ -214,3 +217,33 @@ def test_a_landing_compaction_waits_for_the_windows_it_replaces_to_be_loaded(tmp
     got = table_rows(warehouse)
     assert len(got) == 6 * 3 + 1 and dict((r[0], r[6]) for r in got)["dup"] == 6
     assert got == table_rows(rebuild_all(tmp_path, lake.root, "rebuilt", source))
+
+
+def test_a_load_whose_blocking_check_fails_writes_nothing_and_is_retried(tmp_path, monkeypatch):
+    """A batch whose check fails (simulated: a load that would lose an id) appends nothing to
+    the Delta table, publishes nothing, and blocks the loads after it: every load retries it
+    first. Once it passes, its rows are there exactly once."""
+    lake = open_lake(str(tmp_path / "lake"))
+    warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
+    commit_window(lake, "events", [event("a", "OPEN", "2026-11-20T10:00:00Z", 1)])
+    with warehouse.writer() as con:
+        wh.sync_manifest(con, lake, SOURCES)
+        wh.load_pending(con, lake, "events")
+    files = DeltaEvents(lake, "events").files()
+    published = warehouse.path.read_bytes()
+    commit_window(lake, "events", [event("b", "OPEN", "2026-11-20T11:00:00Z", 2)])
+    real = wh._check_load
+    monkeypatch.setattr(wh, "_check_load", lambda *a: dataclasses.replace(real(*a), missing=1))
+    for _ in range(2):
+        with pytest.raises(wh.LoadCheckFailed, match="1 would not be kept.*Nothing was appended"):
+            with warehouse.writer() as con:
+                wh.sync_manifest(con, lake, SOURCES)
+                wh.load_pending(con, lake, "events")
+        assert DeltaEvents(lake, "events").files() == files
+        assert warehouse.path.read_bytes() == published
+    monkeypatch.setattr(wh, "_check_load", real)
+    with warehouse.writer() as con:
+        wh.sync_manifest(con, lake, SOURCES)
+        assert wh.load_pending(con, lake, "events").check.ok
+    with warehouse.reader() as con:
+        assert sorted(con.execute("SELECT id FROM events").fetchall()) == [("a",), ("b",)]

@@ -14,6 +14,7 @@ from rtds_pipeline.defs.assets import (
     maintenance_job,
     maintenance_schedule,
 )
+from rtds_pipeline.defs.dagster_private import UnresolvedAssetJobDefinition
 from rtds_pipeline.defs.lake import housekeeping_job, housekeeping_schedule
 from rtds_pipeline.defs.landing import (
     landing_asset,
@@ -21,7 +22,7 @@ from rtds_pipeline.defs.landing import (
     stream_lag_check,
     webhook_landing_spec,
 )
-from rtds_pipeline.defs.marts import marts_asset, marts_sensor
+from rtds_pipeline.defs.marts import marts_asset, marts_job, marts_sensor
 from rtds_pipeline.defs.resources import LakeResource, ReaderResource, WarehouseResource
 from rtds_pipeline.defs.sensors import source_sensor
 from rtds_pipeline.settings import Settings
@@ -51,7 +52,8 @@ def _definitions(settings: Settings) -> dg.Definitions:
     assets: list[dg.AssetSpec | dg.AssetsDefinition] = [
         webhook_landing_spec(s) if s.webhook else landing_asset(s) for s in settings.sources]
     reads = {s.key: read_job(s) for s in settings.sources if not s.webhook}
-    jobs, schedules, loads = [], [], {}
+    jobs: list[dg.JobDefinition | UnresolvedAssetJobDefinition] = []
+    schedules, loads = [], {}
     for kind in TABLES:
         sources = [s for s in settings.sources if s.feeds == kind]
         if sources:
@@ -67,7 +69,9 @@ def _definitions(settings: Settings) -> dg.Definitions:
     sensors = [source_sensor(s, settings.tick_seconds, loads[s.feeds], reads.get(s.key))
                for s in settings.sources]
     if available:
-        sensors.append(marts_sensor(available, tables, settings.marts_seconds))
+        refresh = marts_job(available)
+        jobs.append(refresh)
+        sensors.append(marts_sensor(refresh, tables, settings.marts_seconds))
     lake = LakeResource.from_settings(settings)
     housekeeping = housekeeping_job(settings)
     jobs.append(housekeeping)

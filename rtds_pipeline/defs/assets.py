@@ -54,10 +54,7 @@ def _check_specs(table: str) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def _checks(table: str, kind: str, con, check: wh.WindowCheck, days: Sequence[str]
-            ) -> list[dg.AssetCheckEvaluation]:
-    dead = wh.dead_letters_near(con, kind, days) if days else 0
-    quarantined, examples = wh.quarantined(con, kind)
+def _blocking_checks(table: str, check: wh.WindowCheck) -> list[dg.AssetCheckEvaluation]:
     key = dg.AssetKey(table)
     return [
         dg.AssetCheckEvaluation(asset_key=key, check_name="unique_id", passed=check.duplicated == 0,
@@ -65,6 +62,16 @@ def _checks(table: str, kind: str, con, check: wh.WindowCheck, days: Sequence[st
                                           "duplicated_ids": check.duplicated}),
         dg.AssetCheckEvaluation(asset_key=key, check_name="reconciliation", passed=check.missing == 0,
                                 metadata={"ids_checked": check.landed_ids, "missing": check.missing}),
+    ]
+
+
+def _checks(table: str, kind: str, con, check: wh.WindowCheck, days: Sequence[str]
+            ) -> list[dg.AssetCheckEvaluation]:
+    dead = wh.dead_letters_near(con, kind, days) if days else 0
+    quarantined, examples = wh.quarantined(con, kind)
+    key = dg.AssetKey(table)
+    return [
+        *_blocking_checks(table, check),
         dg.AssetCheckEvaluation(
             asset_key=key, check_name="dead_letters", passed=dead == 0,
             severity=dg.AssetCheckSeverity.WARN,
@@ -79,8 +86,11 @@ def _checks(table: str, kind: str, con, check: wh.WindowCheck, days: Sequence[st
     ]
 
 
-def _day_metadata(result: wh.LoadResult, day: str) -> dict[str, Any]:
-    return {"rows_added": result.days.get(day, 0), "dagster/row_count": result.days.get(day, 0),
+def _day_metadata(result: wh.LoadResult, day: str, rows: dict[str, int]) -> dict[str, Any]:
+    """A day partition after a load: its rows in the table (what the UI shows as its row count)
+    and what this load added to it."""
+    return {"dagster/row_count": rows.get(day, 0),
+            "rows added by this load": result.days.get(day, 0),
             "load_batches": dg.MetadataValue.json(result.batches)}
 
 
@@ -111,9 +121,11 @@ def day_table_asset(kind: str, sources: Sequence[SourceConfig],
             checks = _checks(table, kind, con, check, days)
         context.log.info(f"{table}: rebuilt {len(days)} day(s), {result.rows} rows from "
                          f"{result.landed_rows} landed ({result.copies_dropped} copies dropped)")
+        # One result for every day of the range: a row count is the partition's only for one day.
+        counts = {"dagster/row_count": result.rows} if len(days) == 1 else {}
         yield dg.MaterializeResult(metadata={
-            "days_rebuilt": len(days), "rows": result.rows, "landed_rows": result.landed_rows,
-            "copies_dropped": result.copies_dropped, "dagster/row_count": result.rows})
+            "days_rebuilt": len(days), "rows of the days rebuilt": result.rows,
+            "landed_rows": result.landed_rows, "copies_dropped": result.copies_dropped, **counts})
         for ev in checks:
             yield dg.AssetCheckResult(check_name=ev.check_name, passed=ev.passed,
                                       severity=ev.severity, metadata=ev.metadata)
@@ -130,15 +142,22 @@ def load_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinition:
     def _load(context: OpExecutionContext, lake: LakeResource,
               warehouse: WarehouseResource) -> None:
         store = lake.lake()
-        with warehouse.warehouse(store).writer() as con:
-            result = wh.load_all(con, store, sources, kind)
-            checks = _checks(table, kind, con, result.check, sorted(result.days))
+        try:
+            with warehouse.warehouse(store).writer() as con:
+                result = wh.load_all(con, store, sources, kind)
+                checks = _checks(table, kind, con, result.check, sorted(result.days))
+        except wh.LoadCheckFailed as failed:  # nothing written: the checks say why
+            for ev in _blocking_checks(table, failed.check):
+                context.log_event(ev)  # type: ignore[arg-type]
+            raise dg.Failure(description=str(failed), allow_retries=False) from None
         context.log.info(f"{table}: {result.windows} window(s), {result.rows} new rows in "
                          f"{len(result.days)} day(s), {result.copies_dropped} copies dropped, "
                          f"{result.quarantined} quarantined")
-        for day in sorted({*result.days, *result.rebuilt}):
+        days = sorted({*result.days, *result.rebuilt})
+        rows = DeltaEvents(store, table).rows_by_day(days)
+        for day in days:
             context.log_event(dg.AssetMaterialization(
-                asset_key=table, partition=day, metadata=_day_metadata(result, day)))
+                asset_key=table, partition=day, metadata=_day_metadata(result, day, rows)))
         for ev in checks:
             # log_event handles AssetCheckEvaluation; Dagster's UserEvent type omits it.
             context.log_event(ev)  # type: ignore[arg-type]

@@ -6,18 +6,18 @@ sensor requests a refresh when `events` or `compliance_events` changed, at most 
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 
 import dagster as dg
 from dagster import AssetExecutionContext
 
 from rtds_pipeline.defs.assets import WAREHOUSE_POOL
+from rtds_pipeline.defs.dagster_private import UnresolvedAssetJobDefinition
 from rtds_pipeline.defs.resources import LakeResource, WarehouseResource
 from rtds_pipeline.warehouse import marts
 
-# Real streams can carry opens of pushes whose sends fell out of RTDS's 7-day window, so a push
-# with more opening channels than sends is a warning there, not wrong data.
-WARN_ONLY = {"push_performance"}
 MARTS_TAG = "rtds/marts"
+MARTS_JOB = "refresh_marts"
 
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
           dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -43,7 +43,7 @@ def _check_specs(mart: marts.Mart) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec("grain_unique", asset=mart.name, blocking=True,
                           description=f"One row per {', '.join(mart.grain)}."),
-        dg.AssetCheckSpec("consistent", asset=mart.name, blocking=mart.name not in WARN_ONLY,
+        dg.AssetCheckSpec("consistent", asset=mart.name, blocking=mart.name not in marts.WARN_ONLY,
                           description=f"No rows returned by warehouse/marts/{mart.name}.check.sql"),
     ]
 
@@ -57,34 +57,42 @@ def marts_asset(available: list[marts.Mart], tables: list[str]) -> dg.AssetsDefi
         description="Refreshes every mart in one writer session and publishes once.")
     def _marts(context: AssetExecutionContext, config: MartsConfig, lake: LakeResource,
                warehouse: WarehouseResource):
-        with warehouse.warehouse(lake.lake()).writer() as con:
-            checked = marts.check(con, marts.refresh(con, available, full=config.full_refresh))
+        try:
+            with warehouse.warehouse(lake.lake()).writer() as con:
+                done = marts.refresh(con, available, full=config.full_refresh)
+        except marts.ChecksFailed as failed:
+            # Rolled back, not published: the checks say why, the run fails with what to do.
+            for r in failed.done:
+                yield from _check_results(r)
+            raise dg.Failure(description=str(failed), allow_retries=False) from None
         # Written to the log once the writer has published: every mart at once.
-        for c in checked:
-            r = c.refreshed
+        for r in done:
             context.log.info(f"{r.mart}: {r.mode}, {r.keys} key(s), {r.rows} row(s) written")
             yield dg.MaterializeResult(asset_key=r.mart, metadata={
-                "dagster/row_count": c.rows, "refresh": r.mode, "keys_refreshed": r.keys,
+                "dagster/row_count": r.total_rows, "refresh": r.mode, "keys_refreshed": r.keys,
                 "rows_written": r.rows, "seconds": round(r.seconds, 3),
                 "refreshed_at": dg.MetadataValue.timestamp(r.refreshed_at),
                 "newest_processed": dg.MetadataValue.timestamp(r.newest_processed)
                 if r.newest_processed else dg.MetadataValue.null(),
-                "preview": _table(c.columns, c.preview)})
-            severity = (dg.AssetCheckSeverity.WARN if r.mart in WARN_ONLY
-                        else dg.AssetCheckSeverity.ERROR)
-            yield dg.AssetCheckResult(asset_key=r.mart, check_name="grain_unique",
-                                      passed=c.duplicates == 0,
-                                      metadata={"duplicated_keys": c.duplicates})
-            yield dg.AssetCheckResult(
-                asset_key=r.mart, check_name="consistent", passed=c.violations == 0,
-                severity=severity,
-                metadata={"violations": c.violations,
-                          "scope": "keys refreshed" if r.mode == "incremental"
-                          else "whole mart",
-                          "examples": dg.MetadataValue.json([[_cell(v) for v in e]
-                                                             for e in c.examples])})
+                "preview": _table(r.columns, r.preview)})
+            yield from _check_results(r)
 
     return _marts
+
+
+def _check_results(r: marts.Refreshed) -> Iterator[dg.AssetCheckResult]:
+    severity = (dg.AssetCheckSeverity.WARN if r.mart in marts.WARN_ONLY
+                else dg.AssetCheckSeverity.ERROR)
+    yield dg.AssetCheckResult(
+        asset_key=r.mart, check_name="grain_unique", passed=r.duplicates == 0,
+        metadata={"duplicated_keys": r.duplicates,
+                  "examples": dg.MetadataValue.json([[_cell(v) for v in e]
+                                                     for e in r.duplicate_examples])})
+    yield dg.AssetCheckResult(
+        asset_key=r.mart, check_name="consistent", passed=r.violations == 0, severity=severity,
+        metadata={"violations": r.violations,
+                  "scope": "keys refreshed" if r.mode == "incremental" else "whole mart",
+                  "examples": dg.MetadataValue.json([[_cell(v) for v in e] for e in r.examples])})
 
 
 def _cell(value: object) -> str | int | float | bool | None:
@@ -102,7 +110,15 @@ def _table(cols: list[str], rows: list[tuple]) -> dg.MetadataValue:
         schema=dg.TableSchema(columns=[dg.TableColumn(c) for c in cols]))
 
 
-def marts_sensor(available: list[marts.Mart], tables: list[str],
+def marts_job(available: list[marts.Mart]) -> UnresolvedAssetJobDefinition:
+    """The marts' refresh as a job of its own: runs named for what they do in the UI."""
+    return dg.define_asset_job(
+        MARTS_JOB, selection=[dg.AssetKey(m.name) for m in available], tags={MARTS_TAG: "refresh"},
+        description="Refreshes every mart (incrementally; `full_refresh: true` in the op config "
+                    "recomputes everything) and publishes them at once.")
+
+
+def marts_sensor(job: UnresolvedAssetJobDefinition, tables: list[str],
                  interval_s: int) -> dg.SensorDefinition:
     """Requests one refresh of every mart when `events` or `compliance_events` has a newer
     materialization than the last request saw, at most every `interval_s` and never while a
@@ -114,9 +130,8 @@ def marts_sensor(available: list[marts.Mart], tables: list[str],
     Dagster keeps for a fixed 30 days, as much as all the rest of the instance. These ticks are
     a few hundred bytes, purged by dagster.yaml's tick retention."""
     keys = [dg.AssetKey(t) for t in tables]
-    targets = [dg.AssetKey(m.name) for m in available]
 
-    @dg.sensor(name="rtds_marts", asset_selection=targets, minimum_interval_seconds=interval_s,
+    @dg.sensor(name="rtds_marts", job=job, minimum_interval_seconds=interval_s,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Refreshes the marts (incrementally, one run, one publish) when events "
                            "or compliance_events changed.")
@@ -136,7 +151,7 @@ def marts_sensor(available: list[marts.Mart], tables: list[str],
         if active:
             return dg.SensorResult(skip_reason="a marts refresh is still queued or running")
         return dg.SensorResult(cursor=json.dumps(newest), run_requests=[dg.RunRequest(
-            run_key="marts/" + "/".join(f"{k}:{v}" for k, v in sorted(newest.items())),
-            asset_selection=targets, tags={MARTS_TAG: "refresh"})])
+            job_name=MARTS_JOB, run_key="marts/" + "/".join(f"{k}:{v}" for k, v in sorted(newest.items())),
+            tags={MARTS_TAG: "refresh"})])
 
     return _sensor

@@ -49,6 +49,22 @@ class WindowCheck:
         return self.missing == 0 and self.duplicated == 0
 
 
+class LoadCheckFailed(RuntimeError):
+    """A batch's blocking check failed before anything of it was written: the load stops there
+    (readers keep the previous snapshot) and every later load retries that batch first."""
+
+    def __init__(self, table: str, batch: int, check: WindowCheck) -> None:
+        self.table, self.batch, self.check = table, batch, check
+        super().__init__(
+            f"{table}: load batch {batch} failed its checks before writing anything: of "
+            f"{check.landed_ids} good ids its windows landed, {check.missing} would not be kept "
+            f"(reconciliation) and {check.duplicated} would be kept twice (unique_id). Nothing "
+            f"was appended or published; every load retries this batch first, so `{table}` "
+            "stays at its last good state until it passes. This is a bug in the load, not in "
+            "the data: report it with the batch's windows (table landing_windows, load_batch = "
+            f"{batch}, in the writer's file under .warehouse/).")
+
+
 @dataclasses.dataclass
 class LoadResult:
     table: str
@@ -290,6 +306,9 @@ def _load_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: in
         run_script(con, table_sql("load_window", table), {"files": files})
         new_rows = con.execute("SELECT count(*) FROM stage_probe WHERE kept_day IS NULL"
                                ).fetchall()[0][0]
+        result.check = _check_load(con, table, files)  # blocking: before anything is written
+        if not result.check.ok:
+            raise LoadCheckFailed(table, batch, result.check)
         if new_rows and delta.loaded_version(_app_id(table)) < batch:
             # Streamed: a batch is never held whole in Python's memory.
             delta.append(con.sql(table_sql("load_window_rows", table)).to_arrow_reader(),
@@ -304,7 +323,6 @@ def _load_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: in
             staging.add_late_copies(con, kind, "SELECT id, n FROM stage_late_copies")
             run_script(con, table_sql("load_window_end", table), {"batch": batch})
             _finish_batch(con, table, batch, new_rows)
-        result.check = _check_load(con, table, files)
         result.landed_rows, result.rows = con.execute(
             "SELECT coalesce(sum(landed_rows), 0), coalesce(sum(rows), 0) FROM load_log "
             "WHERE table_name = ? AND batch = ?", [table, batch]).fetchall()[0]
@@ -325,7 +343,7 @@ def _load_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: in
 
 def _check_load(con: duckdb.DuckDBPyConnection, table: str, files: list[str]) -> WindowCheck:
     """O(batch): the good ids the batch's files hold (read again) against what the load decided
-    and wrote — new keys (appended rows) plus ids kept before — and no id written twice. The
+    to write — new keys (rows to append) plus ids kept before — and no id to be written twice. The
     whole table against the whole landing zone is `full_check`, in the maintenance job."""
     landed = con.execute("SELECT count(DISTINCT id) FROM landed(?) WHERE reason IS NULL",
                          [files]).fetchall()[0][0]

@@ -27,6 +27,10 @@ from rtds_pipeline.warehouse.store import pending_publish, run_script, transacti
 
 MART_DIR = staging.MART_DIR
 WATERMARK = "change"  # mart_watermarks: the last change of stg_events the marts include
+# Marts whose consistency check warns instead of blocking: real streams carry opens of pushes
+# whose sends fell out of RTDS's 7-day window, so a push with more opening channels than sends
+# is not wrong data there. Every grain check blocks.
+WARN_ONLY = frozenset({"push_performance"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +140,7 @@ def marts_for(kinds: set[str]) -> list[Mart]:
 
 @dataclasses.dataclass
 class Refreshed:
+    """A mart as one refresh left it, checked before the refresh committed."""
     mart: str
     mode: str  # incremental | full
     keys: int  # unique keys recomputed (incremental)
@@ -143,6 +148,51 @@ class Refreshed:
     refreshed_at: dt.datetime
     newest_processed: dt.datetime | None
     seconds: float = 0.0  # time this mart's refresh took
+    # The checks, over what the refresh recomputed (incremental) or the whole mart (full):
+    total_rows: int = 0  # rows the mart holds
+    duplicates: int = 0  # grain values held by more than one row …
+    duplicate_examples: list[tuple] = dataclasses.field(default_factory=list)  # … the first
+    violations: int = 0  # rows its check query returns …
+    examples: list[tuple] = dataclasses.field(default_factory=list)  # … the first of them
+    columns: list[str] = dataclasses.field(default_factory=list)  # a preview: column names …
+    preview: list[tuple] = dataclasses.field(default_factory=list)  # … and first rows
+
+    @property
+    def blocking_failures(self) -> list[str]:
+        """The checks that failed and block the refresh: grain_unique, consistent."""
+        return ([c for c, bad in (("grain_unique", self.duplicates),
+                                  ("consistent", self.violations and self.mart not in WARN_ONLY))
+                 if bad])
+
+
+class ChecksFailed(Exception):
+    """A blocking check failed: the refresh was rolled back, so nothing of it is published and
+    the next refresh starts again from the last good state."""
+
+    def __init__(self, done: list[Refreshed]) -> None:
+        self.done = done
+        lines = []
+        for r in done:
+            mart = BY_NAME[r.mart]
+            if r.duplicates:
+                lines.append(f"{r.mart}: grain_unique failed: {r.duplicates} value(s) of "
+                             f"({', '.join(mart.grain)}) held by more than one row, e.g. "
+                             f"{_shown(r.duplicate_examples)}")
+            if r.violations and r.mart not in WARN_ONLY:
+                lines.append(f"{r.mart}: consistent failed: {r.violations} row(s) returned by "
+                             f"warehouse/marts/{r.mart}.check.sql, e.g. {_shown(r.examples)}")
+        super().__init__(
+            "blocking mart check(s) failed, so this refresh was rolled back and nothing was "
+            "published (readers keep the previous snapshot; mart_freshness did not move):\n  "
+            + "\n  ".join(lines) + "\nThe data of this refresh breaks the mart's grain or its "
+            "check, or its SQL is wrong. Query the examples in the staging (stg_events of the "
+            "writer's file, .warehouse/, read-only) to see which events cause it; fix the SQL or "
+            "rebuild the days involved (a backfill of `events`). Every refresh until then "
+            "retries the same changes and fails the same way.")
+
+
+def _shown(rows: list[tuple]) -> str:
+    return "; ".join(str(tuple(str(v) for v in row)) for row in rows[:3])
 
 
 def prepare(con: duckdb.DuckDBPyConnection) -> None:
@@ -198,6 +248,10 @@ def refresh(con: duckdb.DuckDBPyConnection, marts: list[Mart] | tuple[Mart, ...]
                         [mart.name, now, processed])
             out.append(Refreshed(mart.name, "full" if mart.name in rebuilt else "incremental",
                                  keys, rows, now, processed, time.perf_counter() - t0))
+        for r in out:  # before the commit: a blocking failure rolls the whole refresh back
+            _check(con, r)
+        if any(r.blocking_failures for r in out):
+            raise ChecksFailed(out)
         con.execute("INSERT OR REPLACE INTO mart_watermarks VALUES (?, ?)", [WATERMARK, upto])
         con.execute("INSERT OR REPLACE INTO mart_watermarks SELECT 'window:' || source, "
                     "max(window_seq) FROM mart_new_windows GROUP BY source")
@@ -309,13 +363,15 @@ def _scoped(mart: Mart, sql: str, scoped: bool) -> str:
     return sql
 
 
-def grain_duplicates(con: duckdb.DuckDBPyConnection, mart: Mart, scoped: bool = False) -> int:
-    """Grain values held by more than one row (scoped: among the keys the refresh recomputed;
-    a grain determines its unique key, so no duplicate spans recomputed and other keys)."""
+def grain_duplicates(con: duckdb.DuckDBPyConnection, mart: Mart, limit: int = 5,
+                     scoped: bool = False) -> tuple[int, list[tuple]]:
+    """Grain values held by more than one row, and the first of them (scoped: among the keys
+    the refresh recomputed; a grain determines its unique key, so no duplicate spans recomputed
+    and other keys)."""
     cols = ", ".join(mart.grain)
-    return con.execute(_scoped(mart, f"SELECT count(*) FROM (SELECT {cols} FROM {mart.name} "
-                                     "GROUP BY ALL HAVING count(*) > 1)", scoped)
-                       ).fetchall()[0][0]
+    rows = con.execute(_scoped(mart, f"SELECT {cols}, count(*) AS n FROM {mart.name} "
+                                     "GROUP BY ALL HAVING count(*) > 1", scoped)).fetchall()
+    return len(rows), rows[:limit]
 
 
 def violations(con: duckdb.DuckDBPyConnection, mart: Mart, limit: int = 5,
@@ -324,30 +380,15 @@ def violations(con: duckdb.DuckDBPyConnection, mart: Mart, limit: int = 5,
     return len(rows), rows[:limit]
 
 
-@dataclasses.dataclass
-class Checked:
-    """What the Dagster asset reports of a refreshed mart."""
-    refreshed: Refreshed
-    rows: int  # rows the mart holds
-    duplicates: int  # grain values held by more than one row
-    violations: int  # rows its check query returns
-    examples: list[tuple]  # the first of them
-    columns: list[str]  # a preview: its column names …
-    preview: list[tuple]  # … and first rows
-
-
-def check(con: duckdb.DuckDBPyConnection, done: list[Refreshed]) -> list[Checked]:
-    """Check each mart a refresh wrote, at the cost of what it touched: an incremental refresh's
-    marts over the keys it recomputed, a full refresh's over everything."""
-    out = []
-    for r in done:
-        mart = BY_NAME[r.mart]
-        scoped = r.mode == "incremental"
-        bad, examples = violations(con, mart, scoped=scoped)
-        columns, first = preview(con, mart)
-        out.append(Checked(r, con.execute(f"SELECT count(*) FROM {mart.name}").fetchall()[0][0],
-                           grain_duplicates(con, mart, scoped), bad, examples, columns, first))
-    return out
+def _check(con: duckdb.DuckDBPyConnection, r: Refreshed) -> None:
+    """Check a mart the refresh wrote, at the cost of what it touched: an incremental refresh's
+    over the keys it recomputed, a full refresh's over everything."""
+    mart = BY_NAME[r.mart]
+    scoped = r.mode == "incremental"
+    r.violations, r.examples = violations(con, mart, scoped=scoped)
+    r.duplicates, r.duplicate_examples = grain_duplicates(con, mart, scoped=scoped)
+    r.total_rows = con.execute(f"SELECT count(*) FROM {mart.name}").fetchall()[0][0]
+    r.columns, r.preview = preview(con, mart)
 
 
 def preview(con: duckdb.DuckDBPyConnection, mart: Mart, limit: int = 5
