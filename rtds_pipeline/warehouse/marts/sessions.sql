@@ -17,13 +17,13 @@
 -- Web sessions (WEB) start at WEB_SESSION. Web has no CLOSE: a web session ends at its last
 -- event (a SCREEN_VIEWED or CUSTOM with its session_id), so its duration is last event −
 -- WEB_SESSION (0 when nothing followed), and close_missing is false (nothing is missing).
--- over_cap: its duration is longer than the cap, 4 hours. The duration is kept as measured,
--- but it is not one sitting: the SDK ends an app session when the app leaves the foreground
--- (the screen locks within minutes unless an app keeps it on), and a film or a long navigation
--- is the far tail of real use; what lies beyond is a device clock that jumped between OPEN and
--- CLOSE (time-zone and network-time corrections move it by hours, a clock set wrong by days or
--- months), or a tab left open on the web. Sums and averages of duration_s should leave these
--- out, as the README's question does. Never NULL: false when there is no duration.
+-- over_cap: longer than the cap, 4 hours; the duration is kept as measured. The SDK ends an
+-- app session when the app leaves the foreground, and the screen locks within minutes unless
+-- the app keeps it on: a film or a game mostly ends within 4 hours, and the rare longer sitting
+-- (navigation on a long drive) weighs less than what else lies beyond: a device clock that was
+-- wrong at OPEN or at CLOSE and set right in between (by days or months, too), a web tab left
+-- open. Leave these out of medians, sums and averages of duration_s, as the README's question
+-- does. Never NULL: false when there is no duration.
 -- open_missing: no OPEN / WEB_SESSION came; the session then starts at its first event.
 -- push_initiated: its OPEN or WEB_SESSION carries a triggering_push.
 -- Airship's email/SMS message events can carry a session_id (message_event in _macros.sql):
