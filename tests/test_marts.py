@@ -23,6 +23,7 @@ D1, D2 = "2026-11-20", "2026-11-21"
 OLD = "2026-09-01"  # 80 days before D2
 P1 = "push-1"
 P2 = "push-2"  # to web, email and SMS channels
+P3 = "push-3"  # to all platforms, not sent yet
 EVENTS, COMPLIANCE = SOURCES
 
 
@@ -35,6 +36,9 @@ def dev(channel: str, platform: str = "IOS", country: str = "US", version: str =
     return {"channel": channel, "device_type": platform,
             "attributes": {"app_version": version, "locale_country_code": country,
                            "push_opt_in": opt_in}}
+
+
+OPEN_TV = {"channel": "o1", "device_type": "OPEN", "open_platform_name": "smart_tv"}
 
 
 def web(channel: str) -> dict:
@@ -201,6 +205,21 @@ def con(tmp_path):
               body={**p2, "properties": {"original_url": "https://example.com/sale"}}),
         event("buy-c6", "CUSTOM", at(D2, "16:00:00"), 65, device=dev("c6"),
               body={"name": "purchase", "value": 7.0, "triggering_push": trig}),
+        # New email, SMS and open channels: their first opt-in (they never send FIRST_OPEN).
+        # e2 was active that day anyway; m3 did nothing else (a delivery report is Airship's);
+        # o1 opted in on D1 and changed a tag on D2.
+        event("fopt-e2", "FIRST_OPT_IN", at(D2, "11:00:00"), 66,
+              device=email("e2", "b@example.com")),
+        event("fopt-m3", "FIRST_OPT_IN", at(D2, "11:01:00"), 67, device=sms("m3", "15550003333")),
+        event("fopt-o1", "FIRST_OPT_IN", at(D1, "14:00:00"), 68, device=OPEN_TV),
+        event("tag-o1", "TAG_CHANGE", at(D2, "17:30:00"), 69, device=OPEN_TV,
+              body={"add": {"device": ["tv"]}, "current": {"device": ["tv"]}}),
+        # push-3 starts (to "all" platforms, as the push API allows) and sends nothing yet.
+        event("body-3", "PUSH_BODY", at(D2, "17:00:00"), 70, body={
+            "payload": base64.b64encode(orjson.dumps({
+                "audience": "all", "device_types": "all",
+                "notification": {"alert": "Soon"}})).decode(),
+            "resource": "PUSH", "trimmed": False, "push_id": P3}),
     ])
     commit_window(lake, "compliance", [
         event("reg-a", "COMPLIANCE", at(D1, "08:00:00"), 2,
@@ -242,6 +261,18 @@ def test_push_performance(con):
     # c1's purchase in the session push-1 opened; c6's claim is dropped: push-1 never reached c6.
     assert (p["conversions"], p["converting_channels"], p["conversion_value"]) == (1, 1, 10.0)
     assert p["web_clicks"] == p["email_opens"] == p["sms_delivered"] == 0
+    # The rate follows what it divides, so a reader sees why it is what it is (or NULL).
+    columns = list(p)
+    rate = columns.index("direct_open_rate")
+    assert columns[rate - 2:rate] == ["direct_open_channels", "app_sends"]
+
+
+def test_push_performance_of_a_push_to_all_platforms_not_sent_yet(con):
+    p = one(con, "SELECT * FROM push_performance WHERE push_id = ?", P3)
+    assert (p["alert"], p["platforms"]) == ("Soon", ["all"])
+    assert (p["sends"], p["app_sends"], p["first_send_at"], p["sends_by_platform"]) == (
+        0, 0, None, None)
+    assert (p["variant_id"], p["direct_open_rate"]) == (None, None)
 
 
 def test_push_performance_on_web_email_and_sms(con):
@@ -283,6 +314,37 @@ def test_sessions(con):
     assert con.execute("SELECT count(*) FROM sessions").fetchall()[0][0] == 6
 
 
+def test_sessions_longer_than_the_cap_are_flagged_and_keep_their_duration(tmp_path):
+    """The cap is 4 hours: a session of exactly 4 h is within it, one a second longer is over it
+    (and so is the issue's 87-day session), each with its duration as measured; a session with
+    no duration (CLOSE before OPEN, or no CLOSE) is not over it."""
+    lake = open_lake(str(tmp_path / "lake"))
+    device = dev("c1")
+
+    def session(sid: str, opened: str | None, closed: str | None, offset: int) -> list[dict]:
+        return ([event(f"open-{sid}", "OPEN", opened, offset, device=device,
+                       body={"session_id": sid})] if opened else []) + (
+               [event(f"close-{sid}", "CLOSE", closed, offset + 1, device=device,
+                      body={"session_id": sid})] if closed else [])
+
+    commit_window(lake, "events", [
+        *session("4h", at(D1, "08:00:00"), at(D1, "12:00:00"), 1),
+        *session("4h-1s", at(D1, "08:00:00"), at(D1, "12:00:01"), 3),
+        *session("87d", at("2026-09-11", "10:00:00"), at("2026-12-07", "09:00:00"), 5),
+        *session("skewed", at(D1, "12:00:00"), at(D1, "11:00:00"), 7),
+        *session("open", at(D1, "12:00:00"), None, 9),
+    ])
+    con = build_warehouse(tmp_path, lake)
+    rows = dict((r[0], r[1:]) for r in con.execute(
+        "SELECT session_id, duration_s, over_cap, clock_anomaly, close_missing FROM sessions"
+    ).fetchall())
+    assert rows == {"4h": (4 * 3600, False, False, False),
+                    "4h-1s": (4 * 3600 + 1, True, False, False),
+                    "87d": (86 * 86400 + 23 * 3600, True, False, False),
+                    "skewed": (None, False, True, False),
+                    "open": (None, False, False, True)}
+
+
 def test_web_sessions_end_at_their_last_event(con):
     ws1 = one(con, "SELECT * FROM sessions WHERE session_id = 'ws1'")
     assert ws1["platform"] == "WEB" and ws1["duration_s"] == 150  # 12:05:00 → signup 12:07:30
@@ -304,16 +366,20 @@ def test_daily_active_channels(con):
                        "opted_in_channels FROM daily_active_channels ORDER BY ALL").fetchall()
     # D1: IOS/US c1 (opened, screen), c3 (opened with push opt-in false); ANDROID/DE c2 (first open).
     # D2: IOS/US c1, c3 (expiration) and c6 (purchase); ANDROID/DE c2 (custom); WEB/FR w1, w2,
-    # w3; EMAIL e2 (open, click, API purchase), not e3 (delivered, bounced: Airship's reports,
-    # not e3's doing); SMS m1 (short link click), not m3 (a delivery report). OLD: IOS/US c9.
+    # w3; EMAIL e2 (open, click, API purchase; new: its FIRST_OPT_IN), not e3 (delivered,
+    # bounced: Airship's reports, not e3's doing); SMS m1 (short link click) and m3, active as
+    # it is new (its FIRST_OPT_IN; its delivery report is Airship's); OPEN o1 (tag change).
+    # D1: OPEN o1, new (FIRST_OPT_IN). OLD: IOS/US c9.
     assert rows == [
         (OLD, "IOS", "US", 1, 0, 1),
         (D1, "ANDROID", "DE", 1, 1, 1),
         (D1, "IOS", "US", 3, 0, 2),  # c1, c3 and c2's in-app display reported as IOS device
+        (D1, "OPEN", "(none)", 1, 1, 0),
         (D2, "ANDROID", "DE", 1, 0, 1),
-        (D2, "EMAIL", "(none)", 1, 0, 0),
+        (D2, "EMAIL", "(none)", 1, 1, 0),
         (D2, "IOS", "US", 3, 0, 3),
-        (D2, "SMS", "(none)", 1, 0, 0),
+        (D2, "OPEN", "(none)", 1, 0, 0),
+        (D2, "SMS", "(none)", 2, 1, 0),
         (D2, "WEB", "FR", 3, 0, 3),
     ]
 
@@ -393,6 +459,7 @@ def test_each_mart_header_agrees_with_its_sql(con):
     for mart in marts.MARTS:
         columns = {r[0] for r in con.execute(f"DESCRIBE {mart.name}").fetchall()}
         assert set(mart.grain) <= columns and mart.unique_key in columns, mart.name
+        assert set(mart.nullable) <= columns, (mart.name, set(mart.nullable) - columns)
         split = con.execute(
             f"SELECT count(*) FROM (SELECT {', '.join(mart.grain)} FROM {mart.name} GROUP BY ALL "
             f"HAVING count(DISTINCT {mart.unique_key}) > 1)").fetchall()[0][0]
@@ -406,6 +473,47 @@ def test_a_header_that_disagrees_is_refused():
     sql = marts.BY_NAME["sessions"].query
     with pytest.raises(ValueError, match="Unique key"):
         marts.parse_header("sessions", re.sub(r"-- Unique key: session_key.*\n", "", sql))
+    with pytest.raises(ValueError, match="Nullable"):
+        marts.parse_header("sessions", sql.replace("-- Nullable:", "-- Maybe NULL:"))
+    with pytest.raises(ValueError, match=r"col \(when"):  # a reason outside its parentheses
+        marts.parse_header("sessions", sql.replace("-- Nullable: ended_at (",
+                                                   "-- Nullable: ended_at when ("))
     assert marts.tables_read(sql) == ("stg_events",)
     assert marts.BY_NAME["consent_current"].reads == ("consent_ledger",)
     assert set(marts.BY_NAME["stream_health"].reads) == {"stg_events", "landing_windows"}
+
+
+def undocumented_nulls(con, mart: marts.Mart) -> set[str]:
+    """The mart's columns that hold a NULL its header's Nullable lines do not name."""
+    columns = [r[0] for r in con.execute(f"DESCRIBE {mart.name}").fetchall()]
+    nulls = con.execute("SELECT " + ", ".join(f"count(*) - count({c})" for c in columns)
+                        + f" FROM {mart.name}").fetchall()[0]
+    return {c for c, n in zip(columns, nulls, strict=True) if n} - set(mart.nullable)
+
+
+def test_every_null_a_mart_holds_is_named_in_its_header(con, tmp_path):
+    """On the hand-made stream and on test-server data with its quirks, every column that holds
+    a NULL is one its header's `-- Nullable:` lines name (and say when)."""
+    apart = tmp_path / "served"  # the hand-made stream's lake and warehouse are in tmp_path
+    with TestServer(ServerOptions(port=0, backlog=8000, seed=21)) as srv:
+        lake = open_lake(str(apart / "lake"))
+        for source in (EVENTS, COMPLIANCE):
+            ingest_window(dataclasses.replace(source, base_url=srv.url), lake,
+                          WindowLimits(max_seconds=60, idle_timeout=10))
+    served = build_warehouse(apart, lake)
+    for data in (con, served):
+        assert {m.name: undocumented_nulls(data, m) for m in marts.MARTS} == {
+            m.name: set() for m in marts.MARTS}
+    # Not vacuous: the NULLs a new user met are there, and named.
+    held = {(m.name, c) for m in marts.MARTS for c in m.nullable
+            if served.execute(f"SELECT count(*) FROM {m.name} WHERE {c} IS NULL").fetchall()[0][0]}
+    assert {("sessions", "ended_at"), ("sessions", "duration_s"),
+            ("push_performance", "direct_open_rate"), ("consent_ledger", "message_type"),
+            ("consent_ledger", "state")} <= held
+
+
+def test_a_null_its_header_does_not_name_is_caught(con):
+    sessions = marts.BY_NAME["sessions"]
+    assert undocumented_nulls(con, sessions) == set()
+    unnamed = re.sub(r"-- Nullable: ended_at .*\n", "", sessions.query)
+    assert undocumented_nulls(con, marts.parse_header("sessions", unnamed)) == {"ended_at"}

@@ -38,7 +38,8 @@ def refresh_after_load(con, lake) -> list[marts.Refreshed]:
 def late_window(con, lake) -> None:
     """Events that reach back: a CLOSE of an old session, opens and a conversion of old pushes,
     an uninstall of a channel that got pushes, an earlier first event of that channel, an old
-    consent change of a known address, an in-app resolution of an old message."""
+    consent change of a known address, an in-app resolution of an old message, a new email
+    channel's first opt-in a day before the oldest send."""
     def pick(sql: str) -> tuple:
         row = con.execute(sql).fetchall()
         assert row, sql
@@ -78,6 +79,9 @@ def late_window(con, lake) -> None:
               device=dev),
         event("late-iam", "IN_APP_MESSAGE_RESOLUTION", ts(p_at, 3), 9_000_006, processed=now,
               device=dev, body={"push_id": iam, "type": "TIMED_OUT"}),
+        event("late-opt-in", "FIRST_OPT_IN", ts(p_at, -60 * 24), 9_000_008, processed=now,
+              device={"channel": "late-e", "device_type": "EMAIL",
+                      "delivery_address": "late@example.com"}),
     ])
     commit_window(lake, "compliance", [
         event("late-consent", "COMPLIANCE", ts(p_at, -60 * 24), 9_000_007, processed=now,

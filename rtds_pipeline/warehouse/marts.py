@@ -6,8 +6,10 @@ everything. Each mart has a check (`<name>.check.sql`, the rows that break it) b
 uniqueness of its grain.
 
 The header of each SQL file is the only registry: its first line names the mart and says what it
-holds, then `-- Grain: col, col`, `-- Unique key: col` (`day` for a daily mart) and `-- Refresh:`
-in words; the tables it reads come from the SQL itself (DuckDB's parser).
+holds, then `-- Grain: col, col`, `-- Unique key: col` (`day` for a daily mart), `-- Refresh:`
+in words and `-- Nullable: col (when …), col (when …)` (one or more such lines, `none` for a mart
+that holds no NULL; a parenthesis may run on over the next lines); the tables it reads come from
+the SQL itself (DuckDB's parser).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Mart:
     unique_key: str  # the column a refresh deletes and recomputes by
     description: str
     reads: tuple[str, ...]  # tables (or marts) its SQL reads
+    nullable: tuple[str, ...] = ()  # the columns that can hold NULL (its header says when)
 
     @property
     def daily(self) -> bool:
@@ -100,16 +103,40 @@ def parse_header(name: str, sql: str) -> Mart:
         header.append(line[2:].strip())
     fields = {}
     for line in header:
-        m = re.match(r"(Grain|Unique key|Refresh):\s*(.*)", line)
+        m = re.match(r"(Grain|Unique key|Refresh|Nullable):\s*(.*)", line)
         if m:
             fields[m.group(1)] = m.group(2)
-    missing = {"Grain", "Unique key", "Refresh"} - set(fields)
+    missing = {"Grain", "Unique key", "Refresh", "Nullable"} - set(fields)
     if missing or not header[0].startswith(f"{name}:"):
         raise ValueError(f"warehouse/marts/{name}.sql: its header must start with '-- {name}: …' "
                          f"and have the lines {sorted(missing) or ''} ('-- Grain: col, col', "
-                         "'-- Unique key: col', '-- Refresh: …')")
+                         "'-- Unique key: col', '-- Refresh: …', "
+                         "'-- Nullable: col (when …), col (when …)' or '-- Nullable: none')")
     grain = tuple(c.strip() for c in fields["Grain"].split("(")[0].split(","))
-    return Mart(name, grain, fields["Unique key"].strip(), " ".join(header), tables_read(sql))
+    return Mart(name, grain, fields["Unique key"].strip(), " ".join(header), tables_read(sql),
+                _nullable(name, header))
+
+
+def _nullable(name: str, header: list[str]) -> tuple[str, ...]:
+    """The columns the header's `Nullable:` lines name: each line lists `col (when …)` items,
+    running on over the next lines while a parenthesis is open or after a trailing comma;
+    `none` names none."""
+    columns: list[str] = []
+    for i, line in enumerate(header):
+        if not line.startswith("Nullable:"):
+            continue
+        text, more = line.removeprefix("Nullable:"), iter(header[i + 1:])
+        while ((text.count("(") > text.count(")") or text.endswith(","))
+               and (nxt := next(more, None)) is not None):
+            text += " " + nxt
+        while (bare := re.sub(r"\([^()]*\)", "", text)) != text:
+            text = bare
+        names = [c.strip() for c in text.split(",")]
+        if names != ["none"] and not all(re.fullmatch(r"[a-z_][a-z0-9_]*", c) for c in names):
+            raise ValueError(f"warehouse/marts/{name}.sql: '-- {line}' must list columns as "
+                             "'col (when …), col (when …)', or say 'none'")
+        columns += [c for c in names if c != "none"]
+    return tuple(columns)
 
 
 @functools.cache

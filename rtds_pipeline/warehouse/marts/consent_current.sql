@@ -4,6 +4,7 @@
 -- Refresh: incremental, the addresses the new rows touch, from consent_ledger (its last row
 -- that set a state for that message type wins; the ledger's order is occurred, then stream
 -- position).
+-- Nullable: none (the ledger's rows without a message type, which set no state, are left out)
 SELECT address, min(address_type) AS address_type, message_type,
        arg_max(state, ledger_seq) AS state,
        max(occurred) AS since,

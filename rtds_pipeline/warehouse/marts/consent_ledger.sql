@@ -4,6 +4,11 @@
 -- with message_type and state NULL)
 -- Unique key: address
 -- Refresh: incremental, the addresses the new rows touch (an address's rows are renumbered).
+-- Nullable: message_type, state (the event changed no consent state: a bounce, a keyword
+-- match, an SMS double opt-in request (api_initiate_opt_in), a terminated message, an rnd_scan,
+-- a carrier deactivation that uninstalled, a registration or list event that set no date or
+-- list), properties (the event has none: FIRST_OPT_IN, SUBSCRIPTION_LIST, an SMS opted_out …),
+-- processed (the event came without a processed time; occurred stands in for it in its day)
 -- Sources: COMPLIANCE (compliance_events, /api/events/general); SUBSCRIPTION, FIRST_OPT_IN and
 -- SUBSCRIPTION_LIST of email/SMS channels (events). In order per address: occurred, then stream
 -- position. `ledger_seq` numbers the rows of an address from 1.

@@ -3,6 +3,7 @@
 -- Unique key: day
 -- Refresh: daily, the days the new rows touch (and days whose custom events a new SEND turns
 -- into conversions).
+-- Nullable: event_name (a CUSTOM event without body.name, which Airship requires)
 -- Custom events are what apps, websites and API callers report as CUSTOM. Airship's own email
 -- engagement and SMS delivery reports arrive as CUSTOM events too (message_event in
 -- _macros.sql): they are not counted here but in push_performance, by the push they belong to.

@@ -2,6 +2,9 @@
 -- Grain: push_id
 -- Unique key: push_id
 -- Refresh: incremental, the in-app messages the new rows touch.
+-- Nullable: group_id (none of its in-app events names a group), first_display_at (no
+-- IN_APP_MESSAGE_DISPLAY of it in the warehouse: only resolutions, taps or expirations, as
+-- when its displays are older than RTDS retention or than the pipeline)
 -- Resolutions by type (BUTTON_CLICK, MESSAGE_CLICK, USER_DISMISSED, TIMED_OUT); expirations are
 -- latent (reported at the next app start).
 SELECT push_id,

@@ -4,15 +4,26 @@
 -- Refresh: incremental, the pushes the new rows touch (opens, conversions and uninstalls of a
 -- push arrive on later days than its sends; a new UNINSTALL touches the pushes sent to its
 -- channel in the 24 h before).
+-- Nullable: group_id (its sends, rejections, aborts and controls name no group: a one-off
+-- push; or it has none of them, only a PUSH_BODY), variant_id (not an A/B test; the row that
+-- holds a push's SEND_ABORTED and CONTROL, which carry no variant; a push with only a PUSH_BODY)
+-- Nullable: alert, platforms, categories, payload_trimmed (no PUSH_BODY came for it; or its
+-- payload was trimmed, or has none of them: an alert set per platform only, no campaigns)
+-- Nullable: first_send_at, sends_by_platform (no SEND of that push and variant),
+-- rejections_by_status (no SEND_REJECTED), aborts_by_reason (no SEND_ABORTED; and on every
+-- row with a variant, as aborts carry none), direct_open_rate (app_sends = 0: the push went
+-- to no app channel — web, email, SMS and open channels only, none of which opens an app)
 -- Joins (rtds-protocol.md §7): PUSH_BODY.push_id = SEND.push_id = OPEN/CUSTOM.triggering_push.push_id;
 -- influenced opens carry the push in `last_delivered`, which Airship keeps for 12 hours.
 -- SEND_ABORTED and CONTROL carry no variant_id: they count on the push's row with variant NULL.
--- App opens (OPEN) can only come from app channels: direct_open_rate = opening channels / sends
--- to IOS, ANDROID and AMAZON (app_sends). Conversions: custom events (not Airship's email/SMS
--- message events) whose triggering push was sent to their channel (a SEND of that push to that
--- channel); converting_channels ≤ sends. Web, email and SMS engagement: WEB_CLICK; Airship's
--- email events (delivery, open, click, bounce, unsubscribe) and SMS delivery reports
--- (message_event in _macros.sql) by their triggering_push; SHORT_LINK_CLICK by push_id.
+-- Each rate follows what it divides, numerator then denominator, so a NULL rate explains
+-- itself: direct_open_rate = direct_open_channels / app_sends. App opens (OPEN) can only come
+-- from app channels, so app_sends counts the sends to IOS, ANDROID and AMAZON. Conversions:
+-- custom events (not Airship's email/SMS message events) whose triggering push was sent to
+-- their channel (a SEND of that push to that channel); converting_channels ≤ sends. Web, email
+-- and SMS engagement: WEB_CLICK; Airship's email events (delivery, open, click, bounce,
+-- unsubscribe) and SMS delivery reports (message_event in _macros.sql) by their
+-- triggering_push; SHORT_LINK_CLICK by push_id.
 WITH ev AS NOT MATERIALIZED (  -- inlined: each use filters its own push ids
     SELECT * FROM stg_events WHERE stream = 'events'
 ),
@@ -116,18 +127,21 @@ pushes AS (
 )
 SELECT k.push_id, s.group_id, k.variant_id,
        p.b.p->>'$.notification.alert' AS alert,
-       (p.b.p->'$.device_types')::VARCHAR[] AS platforms,
+       -- The push API takes "all" as well as a list; anything else is no list of platforms
+       -- (a cast that failed would stop every mart's refresh).
+       CASE WHEN json_type(p.b.p, '$.device_types') = 'VARCHAR' THEN [p.b.p->>'$.device_types']
+            ELSE TRY_CAST(p.b.p->'$.device_types' AS VARCHAR[]) END AS platforms,
        p.b.categories AS categories, p.b.trimmed AS payload_trimmed,
        s.first_send_at,
        coalesce(s.sends, 0) AS sends,
        s.sends_by_platform,
-       coalesce(s.app_sends, 0) AS app_sends,
        coalesce(s.rejections, 0) AS rejections, r.rejections_by_status,
        coalesce(s.aborts, 0) AS aborts, a.aborts_by_reason,
        coalesce(s.control_group, 0) AS control_group,
        coalesce(d.direct_opens, 0) AS direct_opens,
-       coalesce(d.direct_open_channels, 0) AS direct_open_channels,
        coalesce(i.influenced_opens, 0) AS influenced_opens,
+       coalesce(d.direct_open_channels, 0) AS direct_open_channels,
+       coalesce(s.app_sends, 0) AS app_sends,
        CASE WHEN s.app_sends > 0 THEN coalesce(d.direct_open_channels, 0) / s.app_sends END
            AS direct_open_rate,
        coalesce(un.uninstalls_24h, 0) AS uninstalls_24h,

@@ -3,6 +3,9 @@
 -- windows committed in that hour)
 -- Unique key: hour_utc
 -- Refresh: incremental, the hours the new rows and windows touch.
+-- Nullable: events_by_type, latency_p50_s, latency_p95_s, latency_p99_s, latency_max_s (an
+-- hour with windows committed in it but no event processed in it), stream_lag_max_s (an hour
+-- with no window committed in it, or only windows that saw no event)
 -- duplicate_rate: extra copies / copies delivered. Latency: processed − occurred (seconds).
 -- late_events: occurred on an earlier UTC day than processed (they update past partitions).
 -- future_occurred: occurred after processed (device clock ahead); clamped: occurred = processed

@@ -3,6 +3,8 @@
 -- Unique key: day
 -- Refresh: daily, the days the new rows touch (and days of uninstalls whose channel has new
 -- events: its first event may be earlier than known).
+-- Nullable: platform (an UNINSTALL without a device, which Airship always sends),
+-- median_channel_age_days (none of the day's uninstalls of that platform named a channel)
 -- Decay-inferred: Airship inferred the uninstall from failed deliveries (body.decay = true);
 -- explicit: reported directly. Channel age: from the channel's first event in the warehouse
 -- (a lower bound when its first events are older than RTDS retention).
