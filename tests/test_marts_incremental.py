@@ -258,7 +258,7 @@ def test_two_pipeline_lives_over_a_restarted_test_server_equal_a_full_rebuild(tm
     lake = open_lake(str(tmp_path / "lake"))
     warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
     limits = WindowLimits(max_seconds=30, idle_timeout=10, max_events=3000)
-    for life in range(2):
+    for _life in range(2):
         with TestServer(ServerOptions(port=0, backlog=8000, seed=7, state_dir=state)) as srv:
             sources = [dataclasses.replace(s, base_url=srv.url) for s in SOURCES]
             with warehouse.writer() as con:

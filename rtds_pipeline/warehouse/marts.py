@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import json
 import re
 import time
@@ -61,9 +62,21 @@ class Mart:
         return _text(f"{self.name}.check.sql")
 
     @property
+    def fingerprint(self) -> int:
+        """Of its SQL (the model and what it recomputes): changes when either does."""
+        return fingerprint(self.query, self.touched_query)
+
+    @property
     def sources(self) -> tuple[str, ...]:
         """The pipeline tables behind it: events and/or compliance_events, landing_windows."""
         return tuple(t for t in self.reads if t != "stg_events")
+
+
+def fingerprint(*texts: str) -> int:
+    return int.from_bytes(hashlib.sha256("\0".join(texts).encode()).digest()[:7], "big")
+
+
+STAGING_SQL = "sql:_staging"  # mart_watermarks: the fingerprint of the staging the marts read
 
 
 def _text(file: str) -> str:
@@ -235,6 +248,10 @@ def refresh(con: duckdb.DuckDBPyConnection, marts: list[Mart] | tuple[Mart, ...]
     `events` / `compliance_events` views and every mart from it, O(history); a mart that does
     not exist yet, or one that reads a mart rebuilt in full)."""
     prepare(con)
+    staged_by = fingerprint(staging.STAGING.read_text(), staging.MACROS.read_text())
+    if con.execute("SELECT value FROM mart_watermarks WHERE name = ?", [STAGING_SQL]
+                   ).fetchall() != [(staged_by,)]:
+        full = True  # the staging's SQL changed (an upgrade): its rows, and every mart, anew
     if full:  # from the tables themselves: the staging too is recomputed
         with transaction(con):
             staging.restage_all(con, TABLES)
@@ -259,9 +276,14 @@ def refresh(con: duckdb.DuckDBPyConnection, marts: list[Mart] | tuple[Mart, ...]
         exists = {t for (t,) in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
             "AND NOT temporary").fetchall()}
+        built_from = dict(con.execute("SELECT substr(name, 5), value FROM mart_watermarks "
+                                      "WHERE starts_with(name, 'sql:')").fetchall())
         for mart in marts:
             t0 = time.perf_counter()
-            if full or mart.name not in exists or rebuilt & set(mart.reads):
+            # A mart whose SQL changed since it was built (an upgrade) is built again in full:
+            # its rows, maybe its columns, are the old SQL's.
+            if (full or mart.name not in exists or built_from.get(mart.name) != mart.fingerprint
+                    or rebuilt & set(mart.reads)):
                 rows, keys = _full(con, mart), 0
                 rebuilt.add(mart.name)
                 processed = con.execute("SELECT max(processed) FROM stg_events").fetchall()[0][0]
@@ -280,6 +302,9 @@ def refresh(con: duckdb.DuckDBPyConnection, marts: list[Mart] | tuple[Mart, ...]
         if any(r.blocking_failures for r in out):
             raise ChecksFailed(out)
         con.execute("INSERT OR REPLACE INTO mart_watermarks VALUES (?, ?)", [WATERMARK, upto])
+        for name, value in [(STAGING_SQL, staged_by),
+                            *((f"sql:{m.name}", m.fingerprint) for m in marts)]:
+            con.execute("INSERT OR REPLACE INTO mart_watermarks VALUES (?, ?)", [name, value])
         con.execute("INSERT OR REPLACE INTO mart_watermarks SELECT 'window:' || source, "
                     "max(window_seq) FROM mart_new_windows GROUP BY source")
         con.execute("DELETE FROM stg_removed WHERE changed <= ?", [upto])
