@@ -282,3 +282,28 @@ def test_two_pipeline_lives_over_a_restarted_test_server_equal_a_full_rebuild(tm
     assert all(full.values()), [m for m, rows in full.items() if not rows]
     for mart in marts.MARTS:
         assert incremental[mart.name] == full[mart.name], mart.name
+
+
+def test_a_mart_whose_sql_changed_is_rebuilt_in_full_by_the_next_refresh(tmp_path):
+    """After an upgrade, a mart built by other SQL (here: its recorded fingerprint is another)
+    is rebuilt in full, the others go on incrementally; a changed staging rebuilds everything."""
+    lake = open_lake(str(tmp_path / "lake"))
+    warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
+
+    def opened(session: str, offset: int) -> dict:
+        return event(f"open-{session}", "OPEN", "2026-11-20T10:00:00Z", offset,
+                     body={"session_id": session}, device={"channel": "c1", "device_type": "IOS"})
+
+    commit_window(lake, "events", [opened("a", 0)])
+    with warehouse.writer() as con:
+        assert {r.mode for r in refresh_after_load(con, lake)} == {"full"}
+        con.execute("UPDATE mart_watermarks SET value = value + 1 WHERE name = 'sql:sessions'")
+    commit_window(lake, "events", [opened("b", 1)])
+    with warehouse.writer() as con:
+        modes = {r.mart: r.mode for r in refresh_after_load(con, lake)}
+        assert modes.pop("sessions") == "full" and set(modes.values()) == {"incremental"}
+        con.execute("UPDATE mart_watermarks SET value = value + 1 WHERE name = 'sql:_staging'")
+    commit_window(lake, "events", [opened("c", 2)])
+    with warehouse.writer() as con:
+        assert {r.mode for r in refresh_after_load(con, lake)} == {"full"}
+        assert con.execute("SELECT count(*) FROM sessions").fetchall() == [(3,)]

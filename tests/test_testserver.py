@@ -173,7 +173,7 @@ def test_latest_serves_only_new_events(fresh_server):
 
 def test_expired_offset_restarts_at_earliest_or_errors(fresh_server):
     srv = fresh_server(backlog=1000)
-    srv.call(lambda: (setattr(srv.log(), "retention_events", 500), srv.log()._enforce_retention(0)))
+    srv.call(lambda: (setattr(srv.log(), "retention_events", 500), srv.log().enforce_retention(0)))
     oldest = srv.ground_truth()[0]["offset"]
     events = read(srv.url, {"resume_offset": "1000000000010"}, n=1)
     assert events[0]["offset"] == oldest

@@ -65,9 +65,11 @@ def marts_asset(available: list[marts.Mart], tables: list[str]) -> dg.AssetsDefi
             for r in failed.done:
                 yield from _check_results(r)
             raise dg.Failure(description=str(failed), allow_retries=False) from None
-        # Written to the log once the writer has published: every mart at once.
+        # Written to the log once the writer has published: every mart at once, in one line
+        # (each mart's numbers are its materialization's metadata).
+        context.log.info("marts refreshed and published: " + ", ".join(
+            f"{r.mart} {r.mode} ({r.keys} key(s), {r.rows} row(s))" for r in done))
         for r in done:
-            context.log.info(f"{r.mart}: {r.mode}, {r.keys} key(s), {r.rows} row(s) written")
             yield dg.MaterializeResult(asset_key=r.mart, metadata={
                 "dagster/row_count": r.total_rows, "refresh": r.mode, "keys_refreshed": r.keys,
                 "rows_written": r.rows, "seconds": round(r.seconds, 3),
