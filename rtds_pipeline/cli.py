@@ -48,7 +48,10 @@ def _testserver(args: argparse.Namespace) -> int:
         return 2
     if webhook:
         server.send_webhooks(webhook)
-    if args.backlog:
+    if server.restored:
+        print(f"restored the streams saved in {args.state_dir} "
+              f"({len(server.log()):,} events retained)", flush=True)
+    elif args.backlog:
         print(f"building a backlog of {args.backlog:,} events (seed {args.seed}) …", flush=True)
     server.build_backlog()
     app = config.default_app

@@ -21,9 +21,16 @@ def housekeeping_job(settings: Settings) -> dg.JobDefinition:
         store = lake.lake()
         for source in settings.sources:
             done = housekeep(store, source.key, **settings.lake_housekeeping())
-            for d in done.compacted:
-                context.log.info(f"{source.key} {d.day}: {d.files_before} files -> "
-                                 f"{d.files_after} (record {d.seq})")
+            for d in done.compacted:  # the run's log in the UI; the console gets a summary
+                context.log.debug(f"{source.key} {d.day}: {d.files_before} files -> "
+                                  f"{d.files_after} (record {d.seq})")
+            if done.compacted:
+                context.log.info(
+                    f"{source.key}: compacted {len(done.compacted)} settled day(s), "
+                    f"{sum(d.files_before for d in done.compacted)} files -> "
+                    f"{sum(d.files_after for d in done.compacted)}; "
+                    f"{len(done.superseded_deleted)} superseded and "
+                    f"{len(done.orphans_deleted)} orphaned file(s) deleted")
             context.log_event(dg.AssetObservation(asset_key=landing_key(source), metadata={
                 "days_compacted": len(done.compacted),
                 "files_compacted": sum(d.files_before - d.files_after for d in done.compacted),

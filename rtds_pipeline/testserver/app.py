@@ -102,7 +102,7 @@ class TestServer:
                 retention_bytes=self.options.retention_bytes,
                 population=self.options.population, first_seq=self._reserved.get(key, 0))
         self._webhook_from: int | None = None  # where a restored webhook sender goes on
-        self._restore_state()
+        self.restored = self._restore_state()  # the streams came from the state dir
         self._saved_at_seq: dict[str, int] = {k: log.next_seq for k, log in self.logs.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -142,12 +142,12 @@ class TestServer:
     def _state_file(self) -> Path | None:
         return self.options.state_dir / "streams.pickle" if self.options.state_dir else None
 
-    def _restore_state(self) -> None:
+    def _restore_state(self) -> bool:
         """The streams a previous life saved in the state dir, as they were (events, offsets,
         duplicates still due, the generator mid-story), with retention applied since."""
         path = self._state_file()
         if path is None or not path.exists():
-            return
+            return False
         try:
             with path.open("rb") as f:
                 saved = pickle.load(f)
@@ -158,12 +158,13 @@ class TestServer:
             print(f"test server: not restoring the streams in {path} ({exc}); starting new "
                   "streams after the offsets they used (delete the state dir to start from "
                   "scratch)", file=sys.stderr, flush=True)
-            return
+            return False
         for key, state in saved["logs"].items():
             if key in self.logs:
                 self.logs[key].restore(state)
                 self.logs[key].enforce_retention(now_ms())
         self._webhook_from = saved.get("webhook_next_seq")
+        return True
 
     def save_state(self) -> None:
         """Save every stream to the state dir (durably, all at once). On the server's loop."""
