@@ -247,3 +247,22 @@ def test_a_load_whose_blocking_check_fails_writes_nothing_and_is_retried(tmp_pat
         assert wh.load_pending(con, lake, "events").check.ok
     with warehouse.reader() as con:
         assert sorted(con.execute("SELECT id FROM events").fetchall()) == [("a",), ("b",)]
+
+
+def test_the_lakes_tables_are_written_in_zstd_like_the_landing_files(tmp_path):
+    import pyarrow.parquet as pq
+
+    lake = open_lake(str(tmp_path / "lake"))
+    warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
+    commit_window(lake, "events", [event("a", "OPEN", "2026-11-20T10:00:00Z", 1),
+                                   event("b", "OPEN", "2026-11-21T10:00:00Z", 2)])
+    with warehouse.writer() as con:
+        wh.sync_manifest(con, lake, SOURCES)
+        wh.load_pending(con, lake, "events")
+        wh.rebuild_days(con, lake, "events", ["2026-11-21"])  # the other write path
+    files = DeltaEvents(lake, "events").files()
+    assert len(files) == 2
+    for f in files:
+        meta = pq.ParquetFile(f.removeprefix("file://")).metadata
+        codecs = {meta.row_group(0).column(i).compression for i in range(meta.num_columns)}
+        assert codecs == {"ZSTD"}, f
