@@ -54,6 +54,13 @@ def test_testserver_imports_only_the_protocol_and_itself():
     assert wrong == []
 
 
+def test_the_leaf_helpers_import_nothing_of_ours():
+    """Helpers every stage may use sit at the bottom: a leaf imports no module of the package."""
+    leaves = [PACKAGE / "warehouse" / "sqlscripts.py"]
+    wrong = [(p.name, m) for p in leaves for m, _, _ in imports(p) if m.startswith("rtds_pipeline")]
+    assert wrong == []
+
+
 def test_the_product_imports_the_testserver_only_in_the_cli_testserver_command():
     def allowed(path: Path, parents: list[ast.AST]) -> bool:
         functions = [n.name for n in parents if isinstance(n, ast.FunctionDef)]

@@ -40,6 +40,12 @@ class Lake:
         path = self.path(*parts)
         return path if self.is_local else f"{self.protocol}://{path}"
 
+    def remove_tree(self, *parts: str) -> None:
+        """Delete a folder of the lake and everything under it (nothing if it is not there)."""
+        path = self.path(*parts)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
     def write_durable(self, path: str, data: bytes) -> None:
         """Write a whole object: fsynced locally; on object stores one PUT, whole or absent."""
         if self.is_local:

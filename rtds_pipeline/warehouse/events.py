@@ -28,7 +28,7 @@ from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.warehouse import staging
 from rtds_pipeline.warehouse.delta import DeltaEvents
-from rtds_pipeline.warehouse.store import remove_tree, run_script, sql, transaction
+from rtds_pipeline.warehouse.sqlscripts import run_script, sql, transaction
 
 TABLES = {"events": "events", "compliance": "compliance_events"}  # what a source feeds → table
 
@@ -600,4 +600,4 @@ def forget_tables(lake: Lake) -> None:
     """Remove the lake's curated tables: the writer's state is new, so they are recomputed from
     the landing zone (the source of truth) rather than trusted without their id index."""
     for table in TABLES.values():
-        remove_tree(lake, "tables", table)
+        lake.remove_tree("tables", table)

@@ -26,7 +26,8 @@ import duckdb
 
 from rtds_pipeline.warehouse import rowmap, staging
 from rtds_pipeline.warehouse.events import TABLES
-from rtds_pipeline.warehouse.store import pending_publish, run_script, transaction
+from rtds_pipeline.warehouse.sqlscripts import run_script, transaction
+from rtds_pipeline.warehouse.store import pending_publish
 
 MART_DIR = staging.MART_DIR
 WATERMARK = "change"  # mart_watermarks: the last change of stg_events the marts include

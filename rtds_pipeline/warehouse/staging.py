@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from rtds_pipeline.warehouse import rowmap
-from rtds_pipeline.warehouse.store import run_script
+from rtds_pipeline.warehouse.sqlscripts import run_script
 
 MART_DIR = Path(__file__).parent / "marts"
 MACROS = MART_DIR / "_macros.sql"  # shared by the staging and the marts; temporary, per connection

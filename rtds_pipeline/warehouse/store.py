@@ -26,8 +26,8 @@ import duckdb
 
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.warehouse import rowmap
+from rtds_pipeline.warehouse.sqlscripts import transaction
 
-SQL_DIR = Path(__file__).parent / "sql"
 LAYOUT = "5"  # events in Delta tables, the marts' staging with session keys; bump when the writer's file must be started anew
 
 # The writer's tables that stay private: large (the id index) or bookkeeping only.
@@ -42,34 +42,6 @@ GROWING: dict[str, tuple[str, str] | None] = {
     "load_log": None,
 }
 SNAPSHOT = "warehouse_snapshot"  # in a published file: which publish it shows, and when
-
-
-def sql(name: str) -> str:
-    """The text of `warehouse/sql/<name>.sql`."""
-    return (SQL_DIR / f"{name}.sql").read_text()
-
-
-def run_script(con: duckdb.DuckDBPyConnection, script: str,
-               params: dict[str, object] | None = None) -> None:
-    """Run a multi-statement SQL script statement by statement (DuckDB's own parser splits it),
-    binding to each statement the `$name`s it uses."""
-    params = params or {}
-    for statement in con.extract_statements(script):
-        text = statement.query
-        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-        con.execute(text, {k: v for k, v in params.items() if f"${k}" in code})
-
-
-@contextlib.contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """BEGIN … COMMIT, or ROLLBACK if the block raises."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 class WarehouseBusy(RuntimeError):
@@ -384,9 +356,3 @@ def _open_here(path: Path) -> bool:
         except OSError:
             continue
     return False
-
-
-def remove_tree(lake: Lake, *parts: str) -> None:
-    path = lake.path(*parts)
-    if lake.fs.exists(path):
-        lake.fs.rm(path, recursive=True)

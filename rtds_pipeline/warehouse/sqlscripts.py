@@ -1,0 +1,40 @@
+"""SQL helpers of the warehouse: the `.sql` files beside the code, multi-statement scripts,
+transactions. A leaf: it imports nothing of ours."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+SQL_DIR = Path(__file__).parent / "sql"
+
+
+def sql(name: str) -> str:
+    """The text of `warehouse/sql/<name>.sql`."""
+    return (SQL_DIR / f"{name}.sql").read_text()
+
+
+def run_script(con: duckdb.DuckDBPyConnection, script: str,
+               params: dict[str, object] | None = None) -> None:
+    """Run a multi-statement SQL script statement by statement (DuckDB's own parser splits it),
+    binding to each statement the `$name`s it uses."""
+    params = params or {}
+    for statement in con.extract_statements(script):
+        text = statement.query
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+        con.execute(text, {k: v for k, v in params.items() if f"${k}" in code})
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN … COMMIT, or ROLLBACK if the block raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
