@@ -80,6 +80,11 @@ def fingerprint(*texts: str) -> int:
 STAGING_SQL = "sql:_staging"  # mart_watermarks: the fingerprint of the staging the marts read
 
 
+def staging_fingerprint() -> int:
+    """Of the staging's SQL and macros: when it changes, the staging and every mart are rebuilt."""
+    return fingerprint(staging.STAGING.read_text(), staging.MACROS.read_text())
+
+
 def _text(file: str) -> str:
     return (MART_DIR / file).read_text().strip().rstrip(";")
 
@@ -249,7 +254,7 @@ def refresh(con: duckdb.DuckDBPyConnection, marts: list[Mart] | tuple[Mart, ...]
     `events` / `compliance_events` views and every mart from it, O(history); a mart that does
     not exist yet, or one that reads a mart rebuilt in full)."""
     prepare(con)
-    staged_by = fingerprint(staging.STAGING.read_text(), staging.MACROS.read_text())
+    staged_by = staging_fingerprint()
     if con.execute("SELECT value FROM mart_watermarks WHERE name = ?", [STAGING_SQL]
                    ).fetchall() != [(staged_by,)]:
         full = True  # the staging's SQL changed (an upgrade): its rows, and every mart, anew
