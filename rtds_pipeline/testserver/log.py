@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import hashlib
+import heapq
 import pickle
 import random
 import time
@@ -29,7 +30,13 @@ from typing import Any
 import orjson
 
 from rtds_pipeline.protocol.timestamps import iso_ms, now_ms
-from rtds_pipeline.testserver.generator import DAY_MS, HOUR_MS, LifecycleGenerator
+from rtds_pipeline.testserver.generator import (
+    DAY_MS,
+    DEVICE_CLOCKS,
+    HOUR_MS,
+    SERVER_STAMPED,
+    LifecycleGenerator,
+)
 
 OFFSET_BASE = 1_000_000_000_000
 SEGMENT_EVENTS = 512
@@ -37,7 +44,7 @@ UNKNOWN_TYPE = "APP_RATING_PROMPT"  # a type the spec does not know (yet)
 FUTURE_CLAMP_MS = 5 * 60_000
 COMPRESS_LEVEL = 1
 # Bump when the generator's output changes, so cached backlogs are rebuilt.
-GENERATOR_VERSION = 3  # 3: packed, segment-compressed storage
+GENERATOR_VERSION = 4  # 4: lifecycle rates, causal engagement, device-shaped quirks
 BACKLOG_CACHE_MAX_AGE_MS = 6 * HOUR_MS
 
 
@@ -88,12 +95,17 @@ def deflate_segment(data: bytes) -> bytes:
 
 @dataclasses.dataclass
 class Quirks:
-    """Rates of the stream's irregularities, per event. All on by default at realistic levels."""
+    """Rates of the stream's irregularities, all on by default at realistic levels, shaped like
+    real devices: `late` is the share of device batches (a session and what happened in it,
+    a Message Center visit) delivered 1–88 days late, all their events by the same delay;
+    `future_skew` and `small_skew` are the shares of devices whose clock runs more than 5
+    minutes ahead (Airship then uses its own time) or less (a stable offset per channel). The
+    others are per event."""
 
     duplicate: float = 0.01
-    late: float = 0.004
-    future_skew: float = 0.002
-    small_skew: float = 0.002
+    late: float = 0.01
+    future_skew: float = 0.01
+    small_skew: float = 0.02
     processed_jitter: float = 0.2
     unknown_type: float = 0.0005
     unknown_field: float = 0.002
@@ -108,7 +120,7 @@ class StreamLog:
 
     def __init__(self, seed: int = 0, quirks: Quirks | None = None, *,
                  retention_events: int | None = None, retention_bytes: int | None = None,
-                 retention_ms: int = 7 * DAY_MS, population: int = 2000,
+                 retention_ms: int = 7 * DAY_MS, population: int = 8000,
                  first_seq: int = 0) -> None:
         self.seed = seed
         self.generator = LifecycleGenerator(seed, population)
@@ -136,6 +148,10 @@ class StreamLog:
         self._compliance: dict[int, bytes] = {}  # full segment → deflated COMPLIANCE lines
         self._cached: tuple[int, list[bytes]] | None = None  # last segment decompressed
         self._pending_dups: list[tuple[int, dict[str, Any]]] = []  # (due seq, event)
+        # Story events not yet processed by Airship, a heap of (when they join the stream, order,
+        # event): a latent CLOSE or a later open waits here until the clock reaches it.
+        self._pending: list[tuple[int, int, dict[str, Any]]] = []
+        self._pending_order = 0
         self._waiters: asyncio.Event | None = None
         self.ever_had_data = False
 
@@ -195,17 +211,26 @@ class StreamLog:
 
     # ------------------------------------------------------------------ writing
     def generate(self, count: int, clock_start_ms: int, clock_end_ms: int) -> None:
-        """Append `count` events whose `processed` times spread evenly over [start, end]."""
-        step = (clock_end_ms - clock_start_ms) / max(count, 1)
+        """Append `count` events processed over [start, end]. Each story takes its share of the
+        span (its events' share of those left to write, so the events still pending — a latent
+        CLOSE, tomorrow's opens — do not push the clock past the end) and happens at the end of
+        it; an event joins the stream once the clock has reached its `processed` time."""
+        pending = self._pending
+        clock = float(clock_start_ms)
+        share = 1  # the last story's events: the next one's likely share
         written = 0
         while written < count:
-            for ev in self.generator.story(int(clock_start_ms + written * step)):
-                if written >= count:
-                    break
-                self._place(ev, int(clock_start_ms + written * step))
+            step = (clock_end_ms - clock) / max(count - written, 1)
+            now = int(min(clock + share * step, clock_end_ms))
+            if pending and pending[0][0] <= now:
+                self._place(heapq.heappop(pending)[2])
                 written += 1
-                written += self._flush_due_duplicates(int(clock_start_ms + written * step),
-                                                      count - written)
+                written += self._flush_due_duplicates(now, count - written)
+                continue
+            story = self.generator.story(now, self._late_ms())
+            self._enqueue(story)
+            share = max(len(story), 1)
+            clock += share * step
         self._enforce_retention(clock_end_ms)
         self._wake()
 
@@ -243,21 +268,44 @@ class StreamLog:
         """Append `count` events processed now (live mode)."""
         self.generate(count, now_ms(), now_ms())
 
-    def _place(self, ev: dict[str, Any], clock: int) -> None:
-        """Put a story event on the log's clock, apply quirks, serialize and append it."""
+    def _late_ms(self) -> int:
+        """How late the next story's device batch arrives (0: on time). Log-uniform from 1 to 88
+        days: most late devices were offline a day or two; nothing older than 90 days is
+        delivered, and a batch's latent CLOSE comes up to 30 h after the rest."""
+        if self.rng.random() >= self.quirks.late:
+            return 0
+        return int(DAY_MS * 88 ** self.rng.random())
+
+    def _enqueue(self, events: list[dict[str, Any]]) -> None:
         q, r = self.quirks, self.rng
-        lag = ev["processed"] - ev["occurred"]
-        processed = clock
-        if r.random() < q.processed_jitter:
-            processed -= r.randrange(1, 120_000)
-        occurred = processed - lag
-        roll = r.random()
-        if roll < q.late:
-            occurred = processed - r.randrange(DAY_MS, 90 * DAY_MS - HOUR_MS)
-        elif roll < q.late + q.future_skew:
+        for ev in events:
+            due = ev["processed"]
+            if r.random() < q.processed_jitter:  # parallel ingestion: the stream is not in processed order
+                due += r.randrange(1, 120_000)
+            heapq.heappush(self._pending, (due, self._pending_order, ev))
+            self._pending_order += 1
+
+    def _clock_skew(self, ev: dict[str, Any]) -> int:
+        """How far ahead the clock of the device that stamped `ev` runs: stable per channel
+        (the channel id's last 32 bits choose), 0 for events Airship stamps itself."""
+        dev = ev.get("device")
+        if dev is None or ev["type"] in SERVER_STAMPED or dev.get("device_type") not in DEVICE_CLOCKS:
+            return 0
+        q = self.quirks
+        u = int(dev["channel"][-8:], 16) / 2**32
+        if u < q.future_skew:
+            return FUTURE_CLAMP_MS + int(u / q.future_skew * 2 * HOUR_MS)
+        if u < q.future_skew + q.small_skew:
+            return 1_000 + int((u - q.future_skew) / q.small_skew * (FUTURE_CLAMP_MS - 1_000))
+        return 0
+
+    def _place(self, ev: dict[str, Any]) -> None:
+        """Serialize a story event whose processed time has come, with its quirks, and append it."""
+        q, r = self.quirks, self.rng
+        processed = ev["processed"]
+        occurred = ev["occurred"] + self._clock_skew(ev)
+        if occurred > processed + FUTURE_CLAMP_MS:
             occurred = processed  # device clock > 5 min ahead: Airship uses server time
-        elif roll < q.late + q.future_skew + q.small_skew:
-            occurred = processed + r.randrange(1_000, FUTURE_CLAMP_MS)
         ev["occurred"] = iso_ms(occurred)
         ev["processed"] = iso_ms(processed)
         if r.random() < q.unknown_type:
