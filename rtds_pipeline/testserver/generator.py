@@ -86,8 +86,8 @@ SESSION_CAP_MS = 60 * MINUTE_MS  # sessions past an hour are the SDK's backgroun
 LOST_CLOSE = 0.02  # the app was killed or crashed before it could report the CLOSE
 LATENT_CLOSE = 0.25  # the CLOSE waits for the next app start (background upload failed)
 # Per channel per day. An installed base churns slower than the 9–21 % of new installs lost in
-# their first 30 days [AF]: ~4.5 % (iOS) and ~9 % (Android) a month, Android twice iOS.
-UNINSTALL_PER_DAY = {"IOS": 0.0015, "ANDROID": 0.003, "AMAZON": 0.003, "WEB": 0.002}
+# their first 30 days [AF]: ~3 % (iOS) and ~6 % (Android) a month, Android twice iOS.
+UNINSTALL_PER_DAY = {"IOS": 0.001, "ANDROID": 0.002, "AMAZON": 0.002, "WEB": 0.0015}
 # A growing list (~15–20 % a month): enough sign-ups that a day has new email, SMS and open channels.
 SIGNUP_PER_DAY = {"EMAIL": 0.006, "SMS": 0.006, "OPEN": 0.005}
 UNINSTALL_DECAY_MS = 3 * DAY_MS  # an uninstalled app nobody sends to is found by inactivity
@@ -168,9 +168,9 @@ class LifecycleGenerator:
         self._cum_engagement: dict[tuple[str, ...], list[float]] = {}
         self._gone: list[Channel] = []  # uninstalled, not yet known to Airship; oldest first
         self._owed_signups: list[str] = []  # platforms whose lost subscribers new ones replace
-        self._stories: list[tuple[Callable[[int], list[dict[str, Any]]], int]] = [
+        self._stories: list[tuple[Callable[[int], list[dict[str, Any]]], float]] = [
             (self._app_session, 40), (self._web_session, 8), (self._push_campaign, 5),
-            (self._profile_change, 8), (self._email_preferences, 1), (self._inbound_sms, 3),
+            (self._profile_change, 8), (self._email_preferences, 0.2), (self._inbound_sms, 2),
             (self._message_center, 4), (self._in_app_scene, 6), (self._open_channel, 2),
             (self._contact_change, 2),
         ]
@@ -397,6 +397,7 @@ class LifecycleGenerator:
         its whole batch reaches Airship now (other stories ignore it: servers are not late)."""
         if self._next_lifecycle is None:
             self._next_lifecycle = now_ms + self._lifecycle_gap()
+            self._uninstalled_before(now_ms)
         if now_ms >= self._next_lifecycle:
             # A long pause (a server restarted from an old cache) brings one day's worth, no more.
             self._next_lifecycle = max(self._next_lifecycle, now_ms - DAY_MS) + self._lifecycle_gap()
@@ -410,6 +411,21 @@ class LifecycleGenerator:
                 ev["processed"] += late_ms
             return out
         return fn(now_ms)
+
+    def _uninstalled_before(self, now: int) -> None:
+        """The story starts in the middle of things: apps deleted in the last days that Airship
+        has not noticed yet (the next send, or decay, will tell). About two days' worth: those
+        who still get pushes are found within a day, the others after UNINSTALL_DECAY_MS."""
+        for (kind, platform), per_day in zip(self._lifecycle_kinds, self._lifecycle_weights,
+                                             strict=True):
+            if kind != "uninstall":
+                continue
+            for ch in self.rng.sample(self.by_platform[platform],
+                                      min(len(self.by_platform[platform]),
+                                          int(per_day * 2))):
+                ch.gone_at = now - self.rng.randrange(UNINSTALL_DECAY_MS)
+                self._gone.append(ch)
+        self._gone.sort(key=lambda ch: ch.gone_at or 0)
 
     def _lifecycle_gap(self) -> int:
         return 1 + int(self.rng.expovariate(self._lifecycle_per_ms))
@@ -426,8 +442,9 @@ class LifecycleGenerator:
         for platform, rate in SIGNUP_PER_DAY.items():
             kinds.append(("signup", platform))
             weights.append(len(self.by_platform.get(platform, ())) * rate)
-        kinds.append(("rnd_scan", "SMS"))  # Airship scans numbers for reassignment monthly
-        weights.append(len(self.by_platform.get("SMS", ())) / 30)
+        # The monthly reassigned-numbers scan reports on a few numbers a day.
+        kinds.append(("rnd_scan", "SMS"))
+        weights.append(len(self.by_platform.get("SMS", ())) * 0.002)
         return kinds, weights
 
     def _lifecycle(self, now: int) -> list[dict[str, Any]]:
@@ -972,27 +989,27 @@ class LifecycleGenerator:
         ch = self.pick("SMS")
         t = now - r.randrange(0, 30_000)
         ident = {"msisdn": ch.address, "sender": SENDERS[0]}
-        if r.random() < 0.7:
+        if r.random() < 0.9:
             return [self.event("MOBILE_ORIGINATED", t, t + self.lag(), self.sms_device(ch), {
                 "event_type": "mobile_originated_sms", "identifiers": ident,
                 "properties": {"inbound_message": "Where is my order?", "keyword": "ORDER",
                                "outbound_message": "Check the app for tracking."}})]
         dev = self.sms_device(ch)
-        return [
-            self.event("COMPLIANCE", t, t + self.lag(), dev, {
-                "event_type": "mobile_keyword_matched", "identifiers": ident,
-                "properties": {"keyword": "HELP", "inbound_message": "HELP",
-                               "outbound_message": "Reply STOP to stop."}}),
-            self.event("COMPLIANCE", t + 900, t + 900 + self.lag(), dev, {
-                "event_type": "mobile_terminated_message", "identifiers": ident}),
-        ]
+        out = [self.event("COMPLIANCE", t, t + self.lag(), dev, {
+            "event_type": "mobile_keyword_matched", "identifiers": ident,
+            "properties": {"keyword": "HELP", "inbound_message": "HELP",
+                           "outbound_message": "Reply STOP to stop."}})]
+        if r.random() < 0.5:  # the help text went out as a separate message
+            out.append(self.event("COMPLIANCE", t + 900, t + 900 + self.lag(), dev, {
+                "event_type": "mobile_terminated_message", "identifiers": ident}))
+        return out
 
     def _rnd_scan(self, now: int) -> list[dict[str, Any]]:
         """The monthly reassigned-numbers scan of one number: mostly nothing to do."""
         r = self.rng
         ch = self.pick("SMS")
         ident = {"msisdn": ch.address, "sender": SENDERS[0]}
-        if r.random() < 0.03:  # the number now belongs to someone else, or was disconnected
+        if r.random() < 0.2:  # the number now belongs to someone else, or was disconnected
             self._lose_subscriber(ch)
             return [self.event("COMPLIANCE", now, now + self.lag(), None, {
                 "event_type": "carrier_deactivation", "identifiers": ident,

@@ -147,10 +147,10 @@ class StreamLog:
         self._segments: dict[int, bytes] = {}  # full segment → deflated lines (no COMPLIANCE)
         self._compliance: dict[int, bytes] = {}  # full segment → deflated COMPLIANCE lines
         self._cached: tuple[int, list[bytes]] | None = None  # last segment decompressed
-        self._pending_dups: list[tuple[int, dict[str, Any]]] = []  # (due seq, event)
-        # Story events not yet processed by Airship, a heap of (when they join the stream, order,
-        # event): a latent CLOSE or a later open waits here until the clock reaches it.
-        self._pending: list[tuple[int, int, dict[str, Any]]] = []
+        # Events not yet processed by Airship, a heap of (when they join the stream, order,
+        # event, whether it is a copy of one already in the stream): a latent CLOSE, a later
+        # open, a duplicate wait here until the clock reaches them.
+        self._pending: list[tuple[int, int, dict[str, Any], bool]] = []
         self._pending_order = 0
         self._waiters: asyncio.Event | None = None
         self.ever_had_data = False
@@ -223,9 +223,13 @@ class StreamLog:
             step = (clock_end_ms - clock) / max(count - written, 1)
             now = int(min(clock + share * step, clock_end_ms))
             if pending and pending[0][0] <= now:
-                self._place(heapq.heappop(pending)[2])
+                due, _, ev, copy = heapq.heappop(pending)
+                if copy:
+                    # Same id, type, occurred, device and body; a new offset and processed time.
+                    self._append({**ev, "processed": iso_ms(due)}, processed_ms=due, duplicate=True)
+                else:
+                    self._place(ev)
                 written += 1
-                written += self._flush_due_duplicates(now, count - written)
                 continue
             story = self.generator.story(now, self._late_ms())
             self._enqueue(story)
@@ -282,8 +286,11 @@ class StreamLog:
             due = ev["processed"]
             if r.random() < q.processed_jitter:  # parallel ingestion: the stream is not in processed order
                 due += r.randrange(1, 120_000)
-            heapq.heappush(self._pending, (due, self._pending_order, ev))
-            self._pending_order += 1
+            self._hold(due, ev, copy=False)
+
+    def _hold(self, due: int, ev: dict[str, Any], *, copy: bool) -> None:
+        heapq.heappush(self._pending, (due, self._pending_order, ev, copy))
+        self._pending_order += 1
 
     def _clock_skew(self, ev: dict[str, Any]) -> int:
         """How far ahead the clock of the device that stamped `ev` runs: stable per channel
@@ -316,17 +323,9 @@ class StreamLog:
             target["experimental_attribution"] = {"model": "v2", "score": 0.42}
         self._append(ev, processed_ms=processed, duplicate=False)
         if r.random() < q.duplicate:
-            self._pending_dups.append((self.next_seq + r.randrange(1, 2_000), ev))
-
-    def _flush_due_duplicates(self, clock: int, room: int) -> int:
-        written = 0
-        while self._pending_dups and written < room and self._pending_dups[0][0] <= self.next_seq:
-            _, ev = self._pending_dups.pop(0)
-            # Same id, type, occurred, device and body; a new offset and processed time.
-            copy = {**ev, "processed": iso_ms(clock)}
-            self._append(copy, processed_ms=clock, duplicate=True)
-            written += 1
-        return written
+            # Ingestion retries: the copy follows within minutes, now and then hours.
+            later = r.randrange(1_000, 300_000) if r.random() < 0.9 else r.randrange(300_000, 2 * HOUR_MS)
+            self._hold(processed + later, ev, copy=True)
 
     def _append(self, ev: dict[str, Any], *, processed_ms: int, duplicate: bool) -> None:
         seq = self.next_seq
