@@ -91,6 +91,9 @@ UNINSTALL_PER_DAY = {"IOS": 0.001, "ANDROID": 0.002, "AMAZON": 0.002, "WEB": 0.0
 # A growing list (~15–20 % a month): enough sign-ups that a day has new email, SMS and open channels.
 SIGNUP_PER_DAY = {"EMAIL": 0.006, "SMS": 0.006, "OPEN": 0.005}
 UNINSTALL_DECAY_MS = 3 * DAY_MS  # an uninstalled app nobody sends to is found by inactivity
+# The SDK queues events and uploads them when the app goes to the background, and every few
+# minutes while it is in use: a session's events mostly reach Airship (and the stream) together.
+UPLOAD_EVERY_MS = 5 * MINUTE_MS
 SEGMENT = (0.005, 0.04)  # a campaign's audience: this share of its platforms' channels
 ENGAGEMENT_SIGMA = 1.2  # log-normal spread of how often people use the app
 
@@ -141,6 +144,7 @@ class Channel:
     # sessions, as in real apps, so a push's recipients are mostly people who rarely open it.
     engagement: float = 1.0
     gone_at: int | None = None  # the app was deleted then; Airship learns it on a later send
+    retired: bool = False  # left the population (uninstalled, unsubscribed, bounced)
     tags: list[str] = dataclasses.field(default_factory=list)
     device: dict[str, Any] | None = None
 
@@ -181,6 +185,10 @@ class LifecycleGenerator:
         self._lifecycle_kinds, self._lifecycle_weights = self._lifecycle_rates()
         self._lifecycle_per_ms = sum(self._lifecycle_weights) / DAY_MS
         self._next_lifecycle: int | None = None
+        # Stories that begin later (a person opens the app hours after a push): the stream log
+        # takes them (`take_later`) and asks for their events when their time comes, so the
+        # events of tomorrow's opens are not held in memory today.
+        self._later: list[tuple[int, Callable[..., list[dict[str, Any]]], tuple[Any, ...]]] = []
 
     # ---------------------------------------------------------------- identity helpers
     def uuid(self) -> str:
@@ -249,7 +257,8 @@ class LifecycleGenerator:
 
     def _retire(self, ch: Channel) -> None:
         """The channel leaves the population: uninstalled, unsubscribed or bounced for good."""
-        if ch in self.by_platform[ch.platform]:
+        if not ch.retired:
+            ch.retired = True
             self.by_platform[ch.platform].remove(ch)
             self.channels.remove(ch)
             self._pools.clear()
@@ -361,6 +370,10 @@ class LifecycleGenerator:
             return self.rng.randrange(5_000, 600_000)
         return self.rng.randrange(600_000, 6 * HOUR_MS)
 
+    def server_lag(self) -> int:
+        """Airship's own events (a send, its fate) reach the stream within a second or two."""
+        return self.rng.randrange(20, 2_000)
+
     def delay(self, median_ms: int, cap_ms: int, sigma: float = 1.2) -> int:
         """How long until a person reacts: log-normal around `median_ms`, at most `cap_ms`."""
         return max(1_000, min(cap_ms, int(median_ms * self.rng.lognormvariate(0.0, sigma))))
@@ -392,6 +405,14 @@ class LifecycleGenerator:
         return None
 
     # ---------------------------------------------------------------- stories
+    def later(self, at_ms: int, story: Callable[..., list[dict[str, Any]]], *args: Any) -> None:
+        self._later.append((at_ms, story, args))
+
+    def take_later(self) -> list[tuple[int, Callable[..., list[dict[str, Any]]], tuple[Any, ...]]]:
+        """The stories deferred since the last call: (when, story, its arguments)."""
+        out, self._later = self._later, []
+        return out
+
     def story(self, now_ms: int, late_ms: int = 0) -> list[dict[str, Any]]:
         """One story at `now_ms`. With `late_ms`, a device story happens that much earlier and
         its whole batch reaches Airship now (other stories ignore it: servers are not late)."""
@@ -406,9 +427,13 @@ class LifecycleGenerator:
             return self._signup(self._owed_signups.pop(0), now_ms)
         fn = self.rng.choices(self._story_fns, self._story_weights)[0]
         if late_ms and fn in self._device_batches:
+            deferred = len(self._later)
             out = fn(now_ms - late_ms)
             for ev in out:
                 ev["processed"] += late_ms
+            # What the batch left for later (a latent CLOSE) comes late by as much.
+            self._later[deferred:] = [(at + late_ms, story, args)
+                                      for at, story, args in self._later[deferred:]]
             return out
         return fn(now_ms)
 
@@ -469,7 +494,7 @@ class LifecycleGenerator:
         out = []
         while self._gone and now - (self._gone[0].gone_at or now) > UNINSTALL_DECAY_MS:
             ch = self._gone.pop(0)
-            if ch in self.by_platform[ch.platform]:
+            if not ch.retired:
                 dev = self.web_device(ch) if ch.platform == "WEB" else self.app_device(ch)
                 out.append(self.event("UNINSTALL", now, now + self.lag(), dev, {"decay": True}, ch))
                 self._retire(ch)
@@ -481,7 +506,7 @@ class LifecycleGenerator:
         if ch in self._gone:
             self._gone.remove(ch)
         t = st + self.rng.randrange(200, 5_000)
-        return self.event("UNINSTALL", t, t + self.lag(), dev, {"decay": False}, ch)
+        return self.event("UNINSTALL", t, t + self.server_lag(), dev, {"decay": False}, ch)
 
     # ------------------------------------------------------------------ app and web sessions
     def _app_session(self, now: int) -> list[dict[str, Any]]:
@@ -542,12 +567,37 @@ class LifecycleGenerator:
         if r.random() < 0.12:
             out.extend(self._in_app_message(ch, dev, t + r.randrange(length // 2 + 1), session))
         r_close = r.random()
-        if r_close >= LOST_CLOSE:
-            # A CLOSE the app could not upload as it went to the background waits for its next start.
-            latent = r_close < LOST_CLOSE + LATENT_CLOSE
-            processed = end + (r.randrange(HOUR_MS, 30 * HOUR_MS) if latent else self.lag())
-            out.append(self.event("CLOSE", end, processed, dev, {"session_id": session}, ch))
+        if r_close >= LOST_CLOSE + LATENT_CLOSE:
+            out.append(self.event("CLOSE", end, end, dev, {"session_id": session}, ch))
+        elif r_close >= LOST_CLOSE:
+            # The upload as the app went to the background failed: the next start sends it.
+            self.later(end + r.randrange(HOUR_MS, 30 * HOUR_MS), self._latent_close, ch, session, end)
+        self._uploaded(out, end)
         return out
+
+    def _latent_close(self, at: int, ch: Channel, session: str, end: int) -> list[dict[str, Any]]:
+        return [self.event("CLOSE", end, at, self.app_device(ch), {"session_id": session}, ch)]
+
+    def _uploaded(self, events: list[dict[str, Any]], background: int | None) -> None:
+        """Set `processed` of one device's events as its SDK uploads them (UPLOAD_EVERY_MS, and
+        at `background` when the app goes there): a batch reaches Airship together."""
+        batch: list[dict[str, Any]] = []
+        start = 0
+        for ev in sorted(events, key=lambda ev: ev["occurred"]):
+            if batch and ev["occurred"] - start >= UPLOAD_EVERY_MS:
+                self._send_batch(batch, start + UPLOAD_EVERY_MS, background)
+                batch = []
+            if not batch:
+                start = ev["occurred"]
+            batch.append(ev)
+        if batch:
+            self._send_batch(batch, start + UPLOAD_EVERY_MS, background)
+
+    def _send_batch(self, batch: list[dict[str, Any]], due: int, background: int | None) -> None:
+        sent = min(due, background) if background is not None else due
+        processed = max(sent, batch[-1]["occurred"]) + self.lag()
+        for ev in batch:
+            ev["processed"] = processed
 
     def custom_event(self, ch: Channel, dev: dict[str, Any], t: int, session: str | None,
                      triggering: dict[str, Any] | None) -> dict[str, Any]:
@@ -666,6 +716,7 @@ class LifecycleGenerator:
                     **base, "event_name": "survey_submitted", "survey_type": "nps"}, ch))
         out.append(self.event("IN_APP_EXPERIENCES", t + 600, t + 600 + self.lag(), dev, {
             **base, "event_name": "scene_completed" if completed else "scene_incomplete"}, ch))
+        self._uploaded(out, None)
         if r.random() < 0.3:
             out.append(self.event("LABEL_EVENT", t, t + self.lag(), None, {
                 "push_id": push.push_id, "group_id": push.group_id,
@@ -700,6 +751,7 @@ class LifecycleGenerator:
                 "duration": r.randrange(500, 30_000)}, ch))
         if r.random() < 0.3:
             out.append(self.custom_event(ch, dev, t + 500, session, triggering))
+        self._uploaded(out, None)
         return out
 
     # ------------------------------------------------------------------ pushes and their fate
@@ -730,11 +782,13 @@ class LifecycleGenerator:
             audience = r.sample(pool, min(len(pool), max(1, int(len(pool) * r.uniform(*SEGMENT)))))
         experiment = self.uuid() if push.variant_id is not None else None
         reached: set[str] = set()
+        st = t + r.randrange(100, 5_000)
         for ch in audience:
             if ch.channel in reached or not self._reachable(ch, t):
                 continue
             reached.add(ch.channel)
-            out.extend(self._deliver(push, ch, t + r.randrange(0, 60_000), experiment))
+            st += r.randrange(2, 40)  # Airship fans a push out in seconds
+            out.extend(self._deliver(push, ch, st, experiment))
         return out
 
     def _reachable(self, ch: Channel, t: int) -> bool:
@@ -752,14 +806,14 @@ class LifecycleGenerator:
         app = ch.platform in APP_PLATFORMS
         roll = r.random()
         if app and ch.gone_at is None and roll < 0.02:
-            return [self.event("SEND_REJECTED", st, st + self.lag(), self.app_device(ch, named=False), {
+            return [self.event("SEND_REJECTED", st, st + self.server_lag(), self.app_device(ch, named=False), {
                 **self.push_fields(push), "status": r.choice(("BadDeviceToken", "Unavailable"))})]
         if app and ch.gone_at is None and roll < 0.04:
-            return [self.event("SEND_ABORTED", st, st + self.lag(), self.app_device(ch, named=False), {
+            return [self.event("SEND_ABORTED", st, st + self.server_lag(), self.app_device(ch, named=False), {
                 **self.push_fields(push),
                 "reason": r.choice(("FREQUENCY_LIMIT_REACHED", "FEED_REQUEST_REJECTED", "UNKNOWN"))})]
         if experiment and (app or ch.platform == "WEB") and roll < 0.2:
-            return [self.event("CONTROL", st, st + self.lag(), dev, {
+            return [self.event("CONTROL", st, st + self.server_lag(), dev, {
                 **self.push_fields(push), "experiment_id": experiment}, ch,
                 experiment_id=experiment)]
         send_body: dict[str, Any] = {**self.push_fields(push), "alerting": True}
@@ -771,7 +825,7 @@ class LifecycleGenerator:
         if experiment:
             top["experiments"] = {"experiment_id": experiment, "type": "EXP_GROUP",
                                   "variant_id": str(push.variant_id)}
-        out = [self.event("SEND", st, st + self.lag(), dev, send_body, ch, **top)]
+        out = [self.event("SEND", st, st + self.server_lag(), dev, send_body, ch, **top)]
         if ch.gone_at is not None:
             out.append(self._uninstall_found_by_send(ch, dev, st))
             return out
@@ -779,21 +833,28 @@ class LifecycleGenerator:
         if app:
             reaction = r.random()
             if reaction < DIRECT_OPEN[ch.platform]:
-                ot = st + self.delay(TIME_TO_OPEN_MS[ch.platform], DAY_MS)
-                out.extend(self._session(ch, ot, push))
+                self.later(st + self.delay(TIME_TO_OPEN_MS[ch.platform], DAY_MS), self._reopen, ch, push)
             elif reaction < DIRECT_OPEN[ch.platform] + INFLUENCED_OPEN[ch.platform]:
-                out.extend(self._session(ch, st + r.randrange(MINUTE_MS, 12 * HOUR_MS)))
+                self.later(st + r.randrange(MINUTE_MS, 12 * HOUR_MS), self._reopen, ch, None)
         elif ch.platform == "WEB":
             if r.random() < WEB_CLICK:
-                ct = st + self.delay(30 * MINUTE_MS, DAY_MS)
-                out.append(self.event("WEB_CLICK", ct, ct + self.lag(),
-                                      self.web_device(ch, locale=False), self.associated(push), ch))
-                out.extend(self._web_visit(ch, ct + r.randrange(100, 2_000), push))
+                self.later(st + self.delay(30 * MINUTE_MS, DAY_MS), self._web_click, ch, push)
         elif ch.platform == "EMAIL":
             out.extend(self._email_engagement(ch, push, st))
         elif ch.platform == "SMS":
             out.extend(self._sms_engagement(ch, push, st))
         return out
+
+    def _reopen(self, at: int, ch: Channel, push: Push | None) -> list[dict[str, Any]]:
+        """The app opened after a send: through the push (`push`), or prompted by it."""
+        return [] if ch.retired or ch.gone_at is not None else self._session(ch, at, push)
+
+    def _web_click(self, at: int, ch: Channel, push: Push) -> list[dict[str, Any]]:
+        if ch.retired or ch.gone_at is not None:
+            return []
+        out = [self.event("WEB_CLICK", at, at + self.lag(), self.web_device(ch, locale=False),
+                          self.associated(push), ch)]
+        return out + self._web_visit(ch, at + self.rng.randrange(100, 2_000), push)
 
     def _email_engagement(self, ch: Channel, push: Push, st: int) -> list[dict[str, Any]]:
         """Airship's email events for one send: delivered or bounced, then opens, clicks,
@@ -816,20 +877,30 @@ class LifecycleGenerator:
         out = [self.event("CUSTOM", dt, dt + self.lag(), dev, {
             "name": "delivery", "source": "API", "properties": props, "triggering_push": trig})]
         if r.random() < EMAIL_OPEN:
-            ot = dt + self.delay(3 * HOUR_MS, 2 * DAY_MS)
-            metrics = {"agent_family": "Gmail", "device_family": "Other", "is_mobile": False,
-                       "is_prefetched": False, "os_family": "Windows", "os_version": "11"}
-            out.append(self.event("CUSTOM", ot, ot + self.lag(), dev, {
-                "name": "open", "source": "API", "triggering_push": trig,
-                "properties": {**props, **metrics}}))
-            if r.random() < EMAIL_CLICK_OF_OPEN:
-                ct = ot + r.randrange(3_000, 120_000)
-                out.append(self.event("CUSTOM", ct, ct + self.lag(), dev, {
-                    "name": "click", "source": "API", "triggering_push": trig,
-                    "properties": {**props, **metrics, "link_name": "shop",
-                                   "link_url": "https://example.com/shop"}}))
-            if r.random() < EMAIL_UNSUBSCRIBE / EMAIL_OPEN:  # the footer link: read, then left
-                out.extend(self._email_unsubscribe(ch, ot + r.randrange(5_000, 300_000), trig))
+            self.later(dt + self.delay(3 * HOUR_MS, 2 * DAY_MS), self._email_read, ch, push)
+        return out
+
+    def _email_read(self, ot: int, ch: Channel, push: Push) -> list[dict[str, Any]]:
+        """The email opened at `ot`, then perhaps a link clicked or the footer's unsubscribe."""
+        if ch.retired:
+            return []
+        r = self.rng
+        props = {"email": ch.address, "sender": EMAIL_SENDER, "subject": "News"}
+        dev = {"channel": ch.channel, "device_type": "EMAIL", "delivery_address": ch.address}
+        trig = self.associated(push)
+        metrics = {"agent_family": "Gmail", "device_family": "Other", "is_mobile": False,
+                   "is_prefetched": False, "os_family": "Windows", "os_version": "11"}
+        out = [self.event("CUSTOM", ot, ot + self.lag(), dev, {
+            "name": "open", "source": "API", "triggering_push": trig,
+            "properties": {**props, **metrics}})]
+        if r.random() < EMAIL_CLICK_OF_OPEN:
+            ct = ot + r.randrange(3_000, 120_000)
+            out.append(self.event("CUSTOM", ct, ct + self.lag(), dev, {
+                "name": "click", "source": "API", "triggering_push": trig,
+                "properties": {**props, **metrics, "link_name": "shop",
+                               "link_url": "https://example.com/shop"}}))
+        if r.random() < EMAIL_UNSUBSCRIBE / EMAIL_OPEN:  # the footer link: read, then left
+            out.extend(self._email_unsubscribe(ch, ot + r.randrange(5_000, 300_000), trig))
         return out
 
     def _email_unsubscribe(self, ch: Channel, t: int, trig: dict[str, Any]) -> list[dict[str, Any]]:
@@ -886,15 +957,19 @@ class LifecycleGenerator:
             "properties": props, "triggering_push": trig}))
         reaction = r.random()
         if reaction < SMS_CLICK:
-            ct = t + self.delay(5 * MINUTE_MS, DAY_MS)
-            out.append(self.event("SHORT_LINK_CLICK", ct, ct + self.lag(), {
-                **self.sms_device(ch), "attributes": {"web_user_agent_string": "Mozilla/5.0"}}, {
-                **self.push_fields(push), "properties": {"original_url": "https://example.com/sale"}}))
+            self.later(t + self.delay(5 * MINUTE_MS, DAY_MS), self._sms_click, ch, push)
         elif reaction < SMS_CLICK + SMS_STOP:
-            out.extend(self._sms_opt_out(ch, t + self.delay(10 * MINUTE_MS, DAY_MS)))
+            self.later(t + self.delay(10 * MINUTE_MS, DAY_MS), self._sms_opt_out, ch)
         return out
 
-    def _sms_opt_out(self, ch: Channel, t: int) -> list[dict[str, Any]]:
+    def _sms_click(self, ct: int, ch: Channel, push: Push) -> list[dict[str, Any]]:
+        return [self.event("SHORT_LINK_CLICK", ct, ct + self.lag(), {
+            **self.sms_device(ch), "attributes": {"web_user_agent_string": "Mozilla/5.0"}}, {
+            **self.push_fields(push), "properties": {"original_url": "https://example.com/sale"}})]
+
+    def _sms_opt_out(self, t: int, ch: Channel) -> list[dict[str, Any]]:
+        if ch.retired:
+            return []
         r = self.rng
         dev = self.sms_device(ch)
         ident = {"msisdn": ch.address, "sender": SENDERS[0]}

@@ -46,6 +46,7 @@ COMPRESS_LEVEL = 1
 # Bump when the generator's output changes, so cached backlogs are rebuilt.
 GENERATOR_VERSION = 4  # 4: lifecycle rates, causal engagement, device-shaped quirks
 BACKLOG_CACHE_MAX_AGE_MS = 6 * HOUR_MS
+_EVENT, _COPY, _STORY = 0, 1, 2  # kinds of what the log holds until its time comes
 
 
 _TRIM_EVERY_S = 10.0
@@ -147,10 +148,10 @@ class StreamLog:
         self._segments: dict[int, bytes] = {}  # full segment → deflated lines (no COMPLIANCE)
         self._compliance: dict[int, bytes] = {}  # full segment → deflated COMPLIANCE lines
         self._cached: tuple[int, list[bytes]] | None = None  # last segment decompressed
-        # Events not yet processed by Airship, a heap of (when they join the stream, order,
-        # event, whether it is a copy of one already in the stream): a latent CLOSE, a later
-        # open, a duplicate wait here until the clock reaches them.
-        self._pending: list[tuple[int, int, dict[str, Any], bool]] = []
+        # What the clock has not reached yet, a heap of (when, order, kind, item): events not
+        # yet processed by Airship (a latent CLOSE), copies of events already in the stream,
+        # stories that begin later (an open hours after its push: built when it begins).
+        self._pending: list[tuple[int, int, int, Any]] = []
         self._pending_order = 0
         self._waiters: asyncio.Event | None = None
         self.ever_had_data = False
@@ -223,12 +224,16 @@ class StreamLog:
             step = (clock_end_ms - clock) / max(count - written, 1)
             now = int(min(clock + share * step, clock_end_ms))
             if pending and pending[0][0] <= now:
-                due, _, ev, copy = heapq.heappop(pending)
-                if copy:
+                due, _, kind, item = heapq.heappop(pending)
+                if kind == _STORY:
+                    fn, args = item
+                    self._enqueue(fn(due, *args))
+                    continue
+                if kind == _COPY:
                     # Same id, type, occurred, device and body; a new offset and processed time.
-                    self._append({**ev, "processed": iso_ms(due)}, processed_ms=due, duplicate=True)
+                    self._append({**item, "processed": iso_ms(due)}, processed_ms=due, duplicate=True)
                 else:
-                    self._place(ev)
+                    self._place(item)
                 written += 1
                 continue
             story = self.generator.story(now, self._late_ms())
@@ -282,14 +287,21 @@ class StreamLog:
 
     def _enqueue(self, events: list[dict[str, Any]]) -> None:
         q, r = self.quirks, self.rng
+        # Parallel ingestion: the stream is not in processed order. An upload (the events of a
+        # story Airship processed at one time) moves as one.
+        late: dict[int, int] = {}
         for ev in events:
-            due = ev["processed"]
-            if r.random() < q.processed_jitter:  # parallel ingestion: the stream is not in processed order
-                due += r.randrange(1, 120_000)
-            self._hold(due, ev, copy=False)
+            processed = ev["processed"]
+            shift = late.get(processed)
+            if shift is None:
+                shift = late[processed] = (r.randrange(1, 120_000) if r.random() < q.processed_jitter
+                                           else 0)
+            self._hold(processed + shift, _EVENT, ev)
+        for at, fn, args in self.generator.take_later():
+            self._hold(at, _STORY, (fn, args))
 
-    def _hold(self, due: int, ev: dict[str, Any], *, copy: bool) -> None:
-        heapq.heappush(self._pending, (due, self._pending_order, ev, copy))
+    def _hold(self, due: int, kind: int, item: Any) -> None:
+        heapq.heappush(self._pending, (due, self._pending_order, kind, item))
         self._pending_order += 1
 
     def _clock_skew(self, ev: dict[str, Any]) -> int:
@@ -325,7 +337,7 @@ class StreamLog:
         if r.random() < q.duplicate:
             # Ingestion retries: the copy follows within minutes, now and then hours.
             later = r.randrange(1_000, 300_000) if r.random() < 0.9 else r.randrange(300_000, 2 * HOUR_MS)
-            self._hold(processed + later, ev, copy=True)
+            self._hold(processed + later, _COPY, ev)
 
     def _append(self, ev: dict[str, Any], *, processed_ms: int, duplicate: bool) -> None:
         seq = self.next_seq
