@@ -169,6 +169,7 @@ class LifecycleGenerator:
         for ch in self.channels:
             self.by_platform.setdefault(ch.platform, []).append(ch)
         self._pools: dict[tuple[str, ...], list[Channel]] = {}
+        self._retired = 0  # retired channels still in the lists
         self._cum_engagement: dict[tuple[str, ...], list[float]] = {}
         self._gone: list[Channel] = []  # uninstalled, not yet known to Airship; oldest first
         self._owed_signups: list[str] = []  # platforms whose lost subscribers new ones replace
@@ -222,12 +223,13 @@ class LifecycleGenerator:
                 ch = self.rng.choices(pool, cum_weights=self._engagement(platforms, pool))[0]
             else:
                 ch = self.rng.choice(pool)
-            if ch.gone_at is None and (at is None or ch.installed_at <= at):
+            if not ch.retired and ch.gone_at is None and (at is None or ch.installed_at <= at):
                 return ch
         return self._install_channel(platforms[0], 0)
 
     def _pool(self, platforms: tuple[str, ...]) -> list[Channel]:
-        """Every channel of `platforms`, the uninstalled ones Airship does not know of yet too."""
+        """Every channel of `platforms`, the uninstalled ones Airship does not know of yet too
+        (and, until the next compaction, retired ones: callers skip them)."""
         pool = self._pools.get(platforms)
         if pool is None:
             pool = self._pools[platforms] = [c for p in platforms for c in self.by_platform.get(p, ())]
@@ -249,20 +251,30 @@ class LifecycleGenerator:
         ch = self._new_channel(platform)
         ch.first_opened = ch.opted_in = False
         ch.installed_at = at
-        self._pools.clear()
-        self._cum_engagement.clear()
         self.channels.append(ch)
         self.by_platform.setdefault(platform, []).append(ch)
+        for platforms, pool in self._pools.items():  # kept up to date: rebuilding costs O(n)
+            if platform in platforms:
+                pool.append(ch)
+                cum = self._cum_engagement.get(platforms)
+                if cum is not None and len(cum) + 1 == len(pool):
+                    cum.append((cum[-1] if cum else 0.0) + ch.engagement)
         return ch
 
     def _retire(self, ch: Channel) -> None:
-        """The channel leaves the population: uninstalled, unsubscribed or bounced for good."""
-        if not ch.retired:
-            ch.retired = True
-            self.by_platform[ch.platform].remove(ch)
-            self.channels.remove(ch)
+        """The channel leaves the population: uninstalled, unsubscribed or bounced for good. It
+        stays in the lists (marked) until retired ones are a twentieth of them."""
+        if ch.retired:
+            return
+        ch.retired = True
+        self._retired += 1
+        if self._retired * 20 > len(self.channels):
+            self.channels = [c for c in self.channels if not c.retired]
+            self.by_platform = {p: [c for c in chs if not c.retired]
+                                for p, chs in self.by_platform.items()}
             self._pools.clear()
             self._cum_engagement.clear()
+            self._retired = 0
 
     @staticmethod
     def push_opted_in(ch: Channel) -> bool:
@@ -775,7 +787,7 @@ class LifecycleGenerator:
         out = [self.event("PUSH_BODY", t, t + r.randrange(100, 2_000), None, pb_body)]
         if r.random() < 0.05:
             return out  # quirk: a push that reached no one
-        pool = self._pool(tuple(p.upper() for p in platforms))
+        pool = self._pool(tuple(sorted(p.upper() for p in platforms)))
         if resource == "PIPELINES":  # an automation: the few whose behaviour triggered it
             audience = [r.choice(pool) for _ in range(r.randrange(1, 6))]
         else:  # a campaign to a segment
@@ -792,7 +804,7 @@ class LifecycleGenerator:
         return out
 
     def _reachable(self, ch: Channel, t: int) -> bool:
-        if ch.installed_at > t:
+        if ch.retired or ch.installed_at > t:
             return False
         if ch.platform in APP_PLATFORMS:
             return self.push_opted_in(ch)
@@ -1098,6 +1110,8 @@ class LifecycleGenerator:
     def _profile_change(self, now: int) -> list[dict[str, Any]]:
         r = self.rng
         ch = self.rng.choice(self.channels)
+        while ch.retired:
+            ch = self.rng.choice(self.channels)
         t = now - r.randrange(0, 30_000)
         kind = r.random()
         if kind < 0.45:

@@ -218,28 +218,30 @@ class StreamLog:
         it; an event joins the stream once the clock has reached its `processed` time."""
         pending = self._pending
         clock = float(clock_start_ms)
+        now = clock_start_ms
         share = 1  # the last story's events: the next one's likely share
         written = 0
         while written < count:
-            step = (clock_end_ms - clock) / max(count - written, 1)
-            now = int(min(clock + share * step, clock_end_ms))
-            if pending and pending[0][0] <= now:
-                due, _, kind, item = heapq.heappop(pending)
-                if kind == _STORY:
-                    fn, args = item
-                    self._enqueue(fn(due, *args))
+            if not pending or pending[0][0] > now:
+                step = (clock_end_ms - clock) / max(count - written, 1)
+                now = int(min(clock + share * step, clock_end_ms))
+                if not pending or pending[0][0] > now:
+                    story = self.generator.story(now, self._late_ms())
+                    self._enqueue(story)
+                    share = max(len(story), 1)
+                    clock += share * step
                     continue
-                if kind == _COPY:
-                    # Same id, type, occurred, device and body; a new offset and processed time.
-                    self._append({**item, "processed": iso_ms(due)}, processed_ms=due, duplicate=True)
-                else:
-                    self._place(item)
+            due, _, kind, item = heapq.heappop(pending)
+            if kind == _STORY:
+                fn, args = item
+                self._enqueue(fn(due, *args))
+            elif kind == _COPY:
+                # Same id, type, occurred, device and body; a new offset and processed time.
+                self._append({**item, "processed": iso_ms(due)}, processed_ms=due, duplicate=True)
                 written += 1
-                continue
-            story = self.generator.story(now, self._late_ms())
-            self._enqueue(story)
-            share = max(len(story), 1)
-            clock += share * step
+            else:
+                self._place(item)
+                written += 1
         self._enforce_retention(clock_end_ms)
         self._wake()
 
@@ -290,13 +292,16 @@ class StreamLog:
         # Parallel ingestion: the stream is not in processed order. An upload (the events of a
         # story Airship processed at one time) moves as one.
         late: dict[int, int] = {}
+        pending, order = self._pending, self._pending_order
         for ev in events:
             processed = ev["processed"]
             shift = late.get(processed)
             if shift is None:
                 shift = late[processed] = (r.randrange(1, 120_000) if r.random() < q.processed_jitter
                                            else 0)
-            self._hold(processed + shift, _EVENT, ev)
+            heapq.heappush(pending, (processed + shift, order, _EVENT, ev))
+            order += 1
+        self._pending_order = order
         for at, fn, args in self.generator.take_later():
             self._hold(at, _STORY, (fn, args))
 
@@ -312,9 +317,9 @@ class StreamLog:
             return 0
         q = self.quirks
         u = int(dev["channel"][-8:], 16) / 2**32
-        if u < q.future_skew:
+        if u < q.future_skew:  # 5 minutes to 2 hours ahead (a clock set by hand, a wrong zone)
             return FUTURE_CLAMP_MS + int(u / q.future_skew * 2 * HOUR_MS)
-        if u < q.future_skew + q.small_skew:
+        if u < q.future_skew + q.small_skew:  # a drifting clock: a second to 5 minutes ahead
             return 1_000 + int((u - q.future_skew) / q.small_skew * (FUTURE_CLAMP_MS - 1_000))
         return 0
 
