@@ -153,6 +153,7 @@ class StreamLog:
         # stories that begin later (an open hours after its push: built when it begins).
         self._pending: list[tuple[int, int, int, Any]] = []
         self._pending_order = 0
+        self._skews: dict[str, int] = {}  # channel → how far ahead its device's clock runs
         self._waiters: asyncio.Event | None = None
         self.ever_had_data = False
 
@@ -291,14 +292,13 @@ class StreamLog:
         q, r = self.quirks, self.rng
         # Parallel ingestion: the stream is not in processed order. An upload (the events of a
         # story Airship processed at one time) moves as one.
-        late: dict[int, int] = {}
         pending, order = self._pending, self._pending_order
+        upload, shift = None, 0
         for ev in events:
             processed = ev["processed"]
-            shift = late.get(processed)
-            if shift is None:
-                shift = late[processed] = (r.randrange(1, 120_000) if r.random() < q.processed_jitter
-                                           else 0)
+            if processed != upload:
+                upload = processed
+                shift = r.randrange(1, 120_000) if r.random() < q.processed_jitter else 0
             heapq.heappush(pending, (processed + shift, order, _EVENT, ev))
             order += 1
         self._pending_order = order
@@ -315,8 +315,15 @@ class StreamLog:
         dev = ev.get("device")
         if dev is None or ev["type"] in SERVER_STAMPED or dev.get("device_type") not in DEVICE_CLOCKS:
             return 0
+        channel = dev["channel"]
+        skew = self._skews.get(channel)
+        if skew is None:
+            skew = self._skews[channel] = self._skew_of(channel)
+        return skew
+
+    def _skew_of(self, channel: str) -> int:
         q = self.quirks
-        u = int(dev["channel"][-8:], 16) / 2**32
+        u = int(channel[-8:], 16) / 2**32
         if u < q.future_skew:  # 5 minutes to 2 hours ahead (a clock set by hand, a wrong zone)
             return FUTURE_CLAMP_MS + int(u / q.future_skew * 2 * HOUR_MS)
         if u < q.future_skew + q.small_skew:  # a drifting clock: a second to 5 minutes ahead
