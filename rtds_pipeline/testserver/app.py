@@ -72,7 +72,9 @@ class ServerOptions:
     quirks: Quirks = dataclasses.field(default_factory=Quirks)
     retention_events: int | None = None
     retention_bytes: int | None = None
-    population: int = 2000
+    # Channels living in the app: the demo's 50k-event, 3-day backlog gives them ~2 events a
+    # day each, a shop's real rhythm (a push a day, a session a week).
+    population: int = 8000
     cache_dir: Path | None = None
     empty_apps: frozenset[str] = frozenset()  # apps that have no data yet (404)
     # Where the streams survive a restart: a restarted server serves the events it had retained,

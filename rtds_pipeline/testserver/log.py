@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import hashlib
+import heapq
 import os
 import pickle
 import random
@@ -30,7 +31,13 @@ from typing import Any
 import orjson
 
 from rtds_pipeline.protocol.timestamps import iso_ms, now_ms
-from rtds_pipeline.testserver.generator import DAY_MS, HOUR_MS, LifecycleGenerator
+from rtds_pipeline.testserver.generator import (
+    DAY_MS,
+    DEVICE_CLOCKS,
+    HOUR_MS,
+    SERVER_STAMPED,
+    LifecycleGenerator,
+)
 
 OFFSET_BASE = 1_000_000_000_000
 SEGMENT_EVENTS = 512
@@ -38,8 +45,9 @@ UNKNOWN_TYPE = "APP_RATING_PROMPT"  # a type the spec does not know (yet)
 FUTURE_CLAMP_MS = 5 * 60_000
 COMPRESS_LEVEL = 1
 # Bump when the generator's output changes, so cached backlogs are rebuilt.
-GENERATOR_VERSION = 3  # 3: packed, segment-compressed storage
+GENERATOR_VERSION = 4  # 4: lifecycle rates, causal engagement, device-shaped quirks
 BACKLOG_CACHE_MAX_AGE_MS = 6 * HOUR_MS
+_EVENT, _COPY, _STORY = 0, 1, 2  # kinds of what the log holds until its time comes
 
 
 _TRIM_EVERY_S = 10.0
@@ -89,12 +97,17 @@ def deflate_segment(data: bytes) -> bytes:
 
 @dataclasses.dataclass
 class Quirks:
-    """Rates of the stream's irregularities, per event. All on by default at realistic levels."""
+    """Rates of the stream's irregularities, all on by default at realistic levels, shaped like
+    real devices: `late` is the share of device batches (a session and what happened in it,
+    a Message Center visit) delivered 1–88 days late, all their events by the same delay;
+    `future_skew` and `small_skew` are the shares of devices whose clock runs more than 5
+    minutes ahead (Airship then uses its own time) or less (a stable offset per channel). The
+    others are per event."""
 
     duplicate: float = 0.01
-    late: float = 0.004
-    future_skew: float = 0.002
-    small_skew: float = 0.002
+    late: float = 0.01
+    future_skew: float = 0.01
+    small_skew: float = 0.02
     processed_jitter: float = 0.2
     unknown_type: float = 0.0005
     unknown_field: float = 0.002
@@ -109,7 +122,7 @@ class StreamLog:
 
     def __init__(self, seed: int = 0, quirks: Quirks | None = None, *,
                  retention_events: int | None = None, retention_bytes: int | None = None,
-                 retention_ms: int = 7 * DAY_MS, population: int = 2000,
+                 retention_ms: int = 7 * DAY_MS, population: int = 8000,
                  first_seq: int = 0) -> None:
         self.seed = seed
         # A log that starts after offsets an earlier life handed out (its state lost) must not
@@ -139,7 +152,12 @@ class StreamLog:
         self._segments: dict[int, bytes] = {}  # full segment → deflated lines (no COMPLIANCE)
         self._compliance: dict[int, bytes] = {}  # full segment → deflated COMPLIANCE lines
         self._cached: tuple[int, list[bytes]] | None = None  # last segment decompressed
-        self._pending_dups: list[tuple[int, dict[str, Any]]] = []  # (due seq, event)
+        # What the clock has not reached yet, a heap of (when, order, kind, item): events not
+        # yet processed by Airship (a latent CLOSE), copies of events already in the stream,
+        # stories that begin later (an open hours after its push: built when it begins).
+        self._pending: list[tuple[int, int, int, Any]] = []
+        self._pending_order = 0
+        self._skews: dict[str, int] = {}  # channel → how far ahead its device's clock runs
         self._waiters: asyncio.Event | None = None
         self.ever_had_data = False
 
@@ -199,17 +217,36 @@ class StreamLog:
 
     # ------------------------------------------------------------------ writing
     def generate(self, count: int, clock_start_ms: int, clock_end_ms: int) -> None:
-        """Append `count` events whose `processed` times spread evenly over [start, end]."""
-        step = (clock_end_ms - clock_start_ms) / max(count, 1)
+        """Append `count` events processed over [start, end]. Each story takes its share of the
+        span (its events' share of those left to write, so the events still pending — a latent
+        CLOSE, tomorrow's opens — do not push the clock past the end) and happens at the end of
+        it; an event joins the stream once the clock has reached its `processed` time."""
+        pending = self._pending
+        clock = float(clock_start_ms)
+        now = clock_start_ms
+        share = 1  # the last story's events: the next one's likely share
         written = 0
         while written < count:
-            for ev in self.generator.story(int(clock_start_ms + written * step)):
-                if written >= count:
-                    break
-                self._place(ev, int(clock_start_ms + written * step))
+            if not pending or pending[0][0] > now:
+                step = (clock_end_ms - clock) / max(count - written, 1)
+                now = int(min(clock + share * step, clock_end_ms))
+                if not pending or pending[0][0] > now:
+                    story = self.generator.story(now, self._late_ms())
+                    self._enqueue(story)
+                    share = max(len(story), 1)
+                    clock += share * step
+                    continue
+            due, _, kind, item = heapq.heappop(pending)
+            if kind == _STORY:
+                fn, args = item
+                self._enqueue(fn(due, *args))
+            elif kind == _COPY:
+                # Same id, type, occurred, device and body; a new offset and processed time.
+                self._append({**item, "processed": iso_ms(due)}, processed_ms=due, duplicate=True)
                 written += 1
-                written += self._flush_due_duplicates(int(clock_start_ms + written * step),
-                                                      count - written)
+            else:
+                self._place(item)
+                written += 1
         self.enforce_retention(clock_end_ms)
         self._wake()
 
@@ -252,21 +289,63 @@ class StreamLog:
         """Append `count` events processed now (live mode)."""
         self.generate(count, now_ms(), now_ms())
 
-    def _place(self, ev: dict[str, Any], clock: int) -> None:
-        """Put a story event on the log's clock, apply quirks, serialize and append it."""
+    def _late_ms(self) -> int:
+        """How late the next story's device batch arrives (0: on time). Log-uniform from 1 to 88
+        days: most late devices were offline a day or two; nothing older than 90 days is
+        delivered, and a batch's latent CLOSE comes up to 30 h after the rest."""
+        if self.rng.random() >= self.quirks.late:
+            return 0
+        return int(DAY_MS * 88 ** self.rng.random())
+
+    def _enqueue(self, events: list[dict[str, Any]]) -> None:
         q, r = self.quirks, self.rng
-        lag = ev["processed"] - ev["occurred"]
-        processed = clock
-        if r.random() < q.processed_jitter:
-            processed -= r.randrange(1, 120_000)
-        occurred = processed - lag
-        roll = r.random()
-        if roll < q.late:
-            occurred = processed - r.randrange(DAY_MS, 90 * DAY_MS - HOUR_MS)
-        elif roll < q.late + q.future_skew:
+        # Parallel ingestion: the stream is not in processed order. An upload (the events of a
+        # story Airship processed at one time) moves as one.
+        pending, order = self._pending, self._pending_order
+        upload, shift = None, 0
+        for ev in events:
+            processed = ev["processed"]
+            if processed != upload:
+                upload = processed
+                shift = r.randrange(1, 120_000) if r.random() < q.processed_jitter else 0
+            heapq.heappush(pending, (processed + shift, order, _EVENT, ev))
+            order += 1
+        self._pending_order = order
+        for at, fn, args in self.generator.take_later():
+            self._hold(at, _STORY, (fn, args))
+
+    def _hold(self, due: int, kind: int, item: Any) -> None:
+        heapq.heappush(self._pending, (due, self._pending_order, kind, item))
+        self._pending_order += 1
+
+    def _clock_skew(self, ev: dict[str, Any]) -> int:
+        """How far ahead the clock of the device that stamped `ev` runs: stable per channel
+        (the channel id's last 32 bits choose), 0 for events Airship stamps itself."""
+        dev = ev.get("device")
+        if dev is None or ev["type"] in SERVER_STAMPED or dev.get("device_type") not in DEVICE_CLOCKS:
+            return 0
+        channel = dev["channel"]
+        skew = self._skews.get(channel)
+        if skew is None:
+            skew = self._skews[channel] = self._skew_of(channel)
+        return skew
+
+    def _skew_of(self, channel: str) -> int:
+        q = self.quirks
+        u = int(channel[-8:], 16) / 2**32
+        if u < q.future_skew:  # 5 minutes to 2 hours ahead (a clock set by hand, a wrong zone)
+            return FUTURE_CLAMP_MS + int(u / q.future_skew * 2 * HOUR_MS)
+        if u < q.future_skew + q.small_skew:  # a drifting clock: a second to 5 minutes ahead
+            return 1_000 + int((u - q.future_skew) / q.small_skew * (FUTURE_CLAMP_MS - 1_000))
+        return 0
+
+    def _place(self, ev: dict[str, Any]) -> None:
+        """Serialize a story event whose processed time has come, with its quirks, and append it."""
+        q, r = self.quirks, self.rng
+        processed = ev["processed"]
+        occurred = ev["occurred"] + self._clock_skew(ev)
+        if occurred > processed + FUTURE_CLAMP_MS:
             occurred = processed  # device clock > 5 min ahead: Airship uses server time
-        elif roll < q.late + q.future_skew + q.small_skew:
-            occurred = processed + r.randrange(1_000, FUTURE_CLAMP_MS)
         ev["occurred"] = iso_ms(occurred)
         ev["processed"] = iso_ms(processed)
         if r.random() < q.unknown_type:
@@ -277,17 +356,9 @@ class StreamLog:
             target["experimental_attribution"] = {"model": "v2", "score": 0.42}
         self._append(ev, processed_ms=processed, duplicate=False)
         if r.random() < q.duplicate:
-            self._pending_dups.append((self.next_seq + r.randrange(1, 2_000), ev))
-
-    def _flush_due_duplicates(self, clock: int, room: int) -> int:
-        written = 0
-        while self._pending_dups and written < room and self._pending_dups[0][0] <= self.next_seq:
-            _, ev = self._pending_dups.pop(0)
-            # Same id, type, occurred, device and body; a new offset and processed time.
-            copy = {**ev, "processed": iso_ms(clock)}
-            self._append(copy, processed_ms=clock, duplicate=True)
-            written += 1
-        return written
+            # Ingestion retries: the copy follows within minutes, now and then hours.
+            later = r.randrange(1_000, 300_000) if r.random() < 0.9 else r.randrange(300_000, 2 * HOUR_MS)
+            self._hold(processed + later, _COPY, ev)
 
     def _append(self, ev: dict[str, Any], *, processed_ms: int, duplicate: bool) -> None:
         seq = self.next_seq
