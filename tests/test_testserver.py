@@ -330,6 +330,30 @@ def test_blank_line_keepalives_when_idle(server):
     assert len(ka) >= 2
 
 
+def test_keepalives_reach_a_filtered_reader_while_other_events_flow(fresh_server):
+    """A reader whose filter matches nothing still hears from the server every keep-alive
+    interval while events it does not want keep arriving (a compliance reader's usual day)."""
+    srv = fresh_server(backlog=100)
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            srv.generate(20)
+            time.sleep(0.02)
+
+    feeder = threading.Thread(target=traffic)
+    feeder.start()
+    try:
+        ka: list[int] = []
+        never = {"start": "LATEST", "filters": [
+            {"predicates": [{"key": "type", "value": {"equals": "NO_SUCH_TYPE"}}]}]}
+        assert read(srv.url, never, seconds=1.5, keepalives=ka) == []
+    finally:
+        stop.set()
+        feeder.join()
+    assert len(ka) >= 2  # CONFIG's keep-alive is 0.3 s
+
+
 def test_offset_updates_replace_keepalives(server):
     events = read(server.url, {"start": "LATEST", "enable_offset_updates": True}, n=2, seconds=3)
     assert [e["type"] for e in events] == ["OFFSET_UPDATE"] * 2
