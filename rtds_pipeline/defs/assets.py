@@ -150,9 +150,12 @@ def load_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinition:
             for ev in _blocking_checks(table, failed.check):
                 context.log_event(ev)  # type: ignore[arg-type]
             raise dg.Failure(description=str(failed), allow_retries=False) from None
-        context.log.info(f"{table}: {result.windows} window(s), {result.rows} new rows in "
-                         f"{len(result.days)} day(s), {result.copies_dropped} copies dropped, "
-                         f"{result.quarantined} quarantined")
+        # A load that found nothing pending (an earlier run took its windows) stays off the
+        # console: its line is in the run's log.
+        (context.log.info if result.windows else context.log.debug)(
+            f"{table}: {result.windows} window(s), {result.rows} new rows in "
+            f"{len(result.days)} day(s), {result.copies_dropped} copies dropped, "
+            f"{result.quarantined} quarantined")
         days = sorted({*result.days, *result.rebuilt})
         rows = DeltaEvents(store, table).rows_by_day(days)
         for day in days:

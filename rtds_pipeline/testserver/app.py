@@ -105,6 +105,7 @@ class TestServer:
                 retention_bytes=self.options.retention_bytes,
                 population=self.options.population, first_seq=self._reserved.get(key, 0))
         self._webhook_from: int | None = None  # where a restored webhook sender goes on
+        self._save_lock = threading.Lock()
         self.restored = self._restore_state()  # the streams came from the state dir
         self._saved_at_seq: dict[str, int] = {k: log.next_seq for k, log in self.logs.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -169,24 +170,34 @@ class TestServer:
         self._webhook_from = saved.get("webhook_next_seq")
         return True
 
-    def save_state(self) -> None:
-        """Save every stream to the state dir (durably, all at once). On the server's loop."""
-        path = self._state_file()
-        if path is None:
-            return
-        saved = {"version": GENERATOR_VERSION, "saved_at": now_ms(),
-                 "logs": {key: log.state() for key, log in self.logs.items()},
-                 "webhook_next_seq": self.webhook.resume_seq() if self.webhook else None}
-        write_atomically(path, pickle.dumps(saved, pickle.HIGHEST_PROTOCOL))
+    def _state_bytes(self) -> bytes:
+        """Every stream, pickled. On the server's loop: the streams change only there."""
         self._saved_at_seq = {k: log.next_seq for k, log in self.logs.items()}
+        return pickle.dumps({"version": GENERATOR_VERSION, "saved_at": now_ms(),
+                             "logs": {key: log.state() for key, log in self.logs.items()},
+                             "webhook_next_seq": self.webhook.resume_seq() if self.webhook
+                             else None}, pickle.HIGHEST_PROTOCOL)
+
+    def _write_state(self, data: bytes) -> None:
+        """Durably and all at once; one write at a time (the last one started wins)."""
+        path = self._state_file()
+        if path is not None:
+            with self._save_lock:
+                write_atomically(path, data)
+
+    def save_state(self) -> None:
+        """Save every stream to the state dir. On the server's loop, or before it runs."""
+        if self._state_file() is not None:
+            self._write_state(self._state_bytes())
 
     async def _save_periodically(self) -> None:
         """A crash loses at most STATE_SAVE_SECONDS of the streams (a clean stop loses nothing):
-        the restored generator then makes the lost events again, with the same ids."""
+        the restored generator then makes the lost events again, with the same ids. Pickled on
+        the loop, written by a thread."""
         while True:
             await asyncio.sleep(STATE_SAVE_SECONDS)
             if any(log.next_seq != self._saved_at_seq.get(k) for k, log in self.logs.items()):
-                await asyncio.to_thread(self.save_state)
+                await asyncio.to_thread(self._write_state, self._state_bytes())
 
     def _offsets_file(self) -> Path | None:
         return self.options.state_dir / "offsets.json" if self.options.state_dir else None
