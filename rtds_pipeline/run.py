@@ -189,7 +189,7 @@ def main() -> int:
              *webhook_args,
              "--rate", os.environ.get("RTDS_TESTSERVER_RATE", "200"),
              "--backlog", os.environ.get("RTDS_TESTSERVER_BACKLOG", "50000"),
-             # A bounded stream: 300k events are 25 minutes at 200 events/s, ~50 MB of memory.
+             # A bounded stream: 300k events are 25 minutes at 200 events/s, ~60 MB of memory.
              "--retention-events", os.environ.get("RTDS_TESTSERVER_RETENTION_EVENTS", "300000"),
              "--state-dir", os.environ.get("RTDS_TESTSERVER_STATE_DIR",
                                            str(ROOT / "data" / "testserver")),
