@@ -35,6 +35,12 @@ def refresh_after_load(con, lake) -> list[marts.Refreshed]:
     return marts.refresh(con)
 
 
+def opened(session: str, offset: int) -> dict:
+    """An OPEN of `session` by one iOS channel."""
+    return event(f"open-{session}", "OPEN", "2026-11-20T10:00:00Z", offset,
+                 body={"session_id": session}, device={"channel": "c1", "device_type": "IOS"})
+
+
 def late_window(con, lake) -> None:
     """Events that reach back: a CLOSE of an old session, opens and a conversion of old pushes,
     an uninstall of a channel that got pushes, an earlier first event of that channel, an old
@@ -226,10 +232,6 @@ def test_scoped_checks_cover_the_keys_the_refresh_recomputed(tmp_path):
     warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
     sessions = marts.BY_NAME["sessions"]
 
-    def opened(session: str, offset: int) -> dict:
-        return event(f"open-{session}", "OPEN", "2026-11-20T10:00:00Z", offset,
-                     body={"session_id": session}, device={"channel": "c1", "device_type": "IOS"})
-
     commit_window(lake, "events", [opened("old", 0)])
     with warehouse.writer() as con:
         assert {r.mode for r in refresh_after_load(con, lake)} == {"full"}
@@ -289,10 +291,6 @@ def test_a_mart_whose_sql_changed_is_rebuilt_in_full_by_the_next_refresh(tmp_pat
     is rebuilt in full, the others go on incrementally; a changed staging rebuilds everything."""
     lake = open_lake(str(tmp_path / "lake"))
     warehouse = Warehouse(tmp_path / "wh.duckdb", lake)
-
-    def opened(session: str, offset: int) -> dict:
-        return event(f"open-{session}", "OPEN", "2026-11-20T10:00:00Z", offset,
-                     body={"session_id": session}, device={"channel": "c1", "device_type": "IOS"})
 
     commit_window(lake, "events", [opened("a", 0)])
     with warehouse.writer() as con:

@@ -416,6 +416,18 @@ class LifecycleGenerator:
             return self.associated(ch.last_push[0])
         return None
 
+    def _session_body(self, session: str, ch: Channel, t: int,
+                      push: Push | None) -> dict[str, Any]:
+        """The body of a session's first event (OPEN, WEB_SESSION): the push it came from, and
+        the last push delivered to the channel."""
+        body: dict[str, Any] = {"session_id": session}
+        delivered = self._last_delivered(ch, t)
+        if delivered:
+            body["last_delivered"] = delivered
+        if push:
+            body["triggering_push"] = self.associated(push)
+        return body
+
     # ---------------------------------------------------------------- stories
     def later(self, at_ms: int, story: Callable[..., list[dict[str, Any]]], *args: Any) -> None:
         self._later.append((at_ms, story, args))
@@ -534,13 +546,7 @@ class LifecycleGenerator:
             ch.first_opened = True
             out.append(self.event("FIRST_OPEN", t, t + self.lag(), dev, None, ch))
         session = self.uuid()
-        open_body: dict[str, Any] = {"session_id": session}
-        delivered = self._last_delivered(ch, t)
-        if delivered:
-            open_body["last_delivered"] = delivered
-        triggering = self.associated(push) if push else None
-        if triggering:
-            open_body["triggering_push"] = triggering
+        open_body = self._session_body(session, ch, t, push)
         out.append(self.event("OPEN", t, t + self.lag(), dev, open_body, ch))
         length = max(5_000, min(SESSION_CAP_MS, int(SESSION_MEDIAN_MS * r.lognormvariate(0, 0.9))))
         end = t + length
@@ -556,7 +562,8 @@ class LifecycleGenerator:
             prev = screen
             out.append(self.event("SCREEN_VIEWED", st, st + self.lag(), dev, body, ch))
         if r.random() < 0.45:
-            out.append(self.custom_event(ch, dev, t + r.randrange(length), session, triggering))
+            out.append(self.custom_event(ch, dev, t + r.randrange(length), session,
+                                         open_body.get("triggering_push")))
         location = ch.device is not None and ch.device["attributes"]["location_enabled"] == "true"
         if r.random() < 0.15 and location:
             lt = t + r.randrange(length)
@@ -748,13 +755,7 @@ class LifecycleGenerator:
             ch.first_opened = True
             out.append(self.event("FIRST_OPEN", t, t + self.lag(), dev, None, ch))
         session = self.uuid()
-        body: dict[str, Any] = {"session_id": session}
-        delivered = self._last_delivered(ch, t)
-        if delivered:
-            body["last_delivered"] = delivered
-        triggering = self.associated(push) if push else None
-        if triggering:
-            body["triggering_push"] = triggering
+        body = self._session_body(session, ch, t, push)
         out.append(self.event("WEB_SESSION", t, t + self.lag(), dev, body, ch))
         for _ in range(r.randrange(1, 4)):
             t += r.randrange(3_000, 60_000)
@@ -762,7 +763,7 @@ class LifecycleGenerator:
                 "session_id": session, "viewed_screen": r.choice(SCREENS),
                 "duration": r.randrange(500, 30_000)}, ch))
         if r.random() < 0.3:
-            out.append(self.custom_event(ch, dev, t + 500, session, triggering))
+            out.append(self.custom_event(ch, dev, t + 500, session, body.get("triggering_push")))
         self._uploaded(out, None)
         return out
 
