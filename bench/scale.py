@@ -75,7 +75,8 @@ from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.warehouse import events as wh
 from rtds_pipeline.warehouse import marts, staging
 from rtds_pipeline.warehouse.delta import DeltaEvents
-from rtds_pipeline.warehouse.store import Warehouse, run_script
+from rtds_pipeline.warehouse.sqlscripts import run_script
+from rtds_pipeline.warehouse.store import Warehouse
 
 DAY = dt.date(2026, 11, 20)
 SOURCE = SourceConfig("events")
