@@ -117,9 +117,9 @@ def stop_dagster(dagster: subprocess.Popen[bytes], daemon_pid: int | None,
     killed mid-way is finished or rolled back by the next one, a sensor's cursor only mirrors
     the lake, and run keys make a re-evaluated tick harmless.
 
-    1. The daemon is killed first: no tick or queued run launches anything any more (stopped
-       gracefully, it closes its code locations under the sensor threads, which then log
-       DagsterCodeLocationNotFoundError tracebacks).
+    1. The daemon is killed first, so no tick or queued run launches anything any more. (A
+       graceful stop would close its code locations under its sensor threads, which then log
+       DagsterCodeLocationNotFoundError tracebacks.)
     2. The webserver and code servers get SIGTERM and a few seconds to close.
     3. Whatever of dagster dev's process group is left — runs in progress, in their own
        processes — is killed.

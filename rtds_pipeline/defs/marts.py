@@ -153,7 +153,7 @@ def marts_sensor(job: UnresolvedAssetJobDefinition, tables: list[str],
         if active:
             return dg.SensorResult(skip_reason="a marts refresh is still queued or running")
         return dg.SensorResult(cursor=json.dumps(newest), run_requests=[dg.RunRequest(
-            job_name=MARTS_JOB, run_key="marts/" + "/".join(f"{k}:{v}" for k, v in sorted(newest.items())),
-            tags={MARTS_TAG: "refresh"})])
+            job_name=MARTS_JOB, tags={MARTS_TAG: "refresh"},
+            run_key="marts/" + "/".join(f"{k}:{v}" for k, v in sorted(newest.items())))])
 
     return _sensor
