@@ -28,7 +28,8 @@ marts_s ≤ 1.5×, local_bytes ≤ 1.2×.
 The prefill leaves the state the loads would have left, written in bulk (reads only what it
 wrote): the history spread evenly over its days, each day as the maintenance job leaves a settled
 day (compacted: one Delta commit, sorted by occurred), and DAY as the loads append it (one Delta
-commit and file per window); the id index `events_keys`; the staging `stg_events` (the loads
+commit and file per window); the key stores of the days within the horizon (72 h) of DAY's
+newest event, as the loads leave them (the older days' are dropped as the clock passes); the staging `stg_events` (the loads
 stage every window, with the marts or without), in stream order, a change per window of DAY and
 per day of history; the manifests (`landing_windows`, `landing_files`, `load_batches`,
 `load_log`) of windows of `--window` events, each settled day's landing files as the landing
@@ -75,7 +76,7 @@ from rtds_pipeline.settings import SourceConfig
 from rtds_pipeline.warehouse import events as wh
 from rtds_pipeline.warehouse import marts, staging
 from rtds_pipeline.warehouse.delta import DeltaEvents
-from rtds_pipeline.warehouse.sqlscripts import run_script
+from rtds_pipeline.warehouse.sqlscripts import run_script, set_meta
 from rtds_pipeline.warehouse.store import Warehouse
 
 DAY = dt.date(2026, 11, 20)
@@ -123,11 +124,15 @@ def _sql(name: str) -> str:
     return (SQL_DIR / f"{name}.sql").read_text()
 
 
-def _keep(con: duckdb.DuckDBPyConnection, rows: str, params: dict[str, object]) -> None:
+def _keep(con: duckdb.DuckDBPyConnection, rows: str, params: dict[str, object], batch: int,
+          hot: bool) -> None:
     """What a load records for new rows (`rows`, a query shaped like events): their keys in the
-    id index, their staging."""
-    con.execute("INSERT INTO events_keys SELECT key_hi(md5_number(id)), key_lo(md5_number(id)), "
-                f"occurred_date, rtds_offset::UBIGINT, source FROM ({rows})", params)
+    key store when their day is hot, their staging."""
+    if hot:
+        wh.key_store(con, "events").put(con.sql(
+            "SELECT occurred_date AS day, key_hi(md5_number(id)) AS h, key_lo(md5_number(id)) AS l, "
+            f"rtds_offset::UBIGINT AS pos, source FROM ({rows})", params=params).to_arrow_table(),
+            batch)
     staging.stage(con, "events", rows, params)
 
 
@@ -147,13 +152,21 @@ def prefill(lake: Lake, warehouse: Warehouse, days: list[Day], window: int, with
     app_id = wh._app_id("events")  # the loads' application transaction: batches continue it
     with warehouse.writer(publish=False) as con:
         columns = ", ".join(con.sql("SELECT * FROM events_columns").columns)
+        # The loads' clock: the newest `processed` of DAY; only the days within the horizon
+        # before it keep their keys (the loads drop the others' as the clock passes them).
+        last = days[-1]
+        clock = (dt.datetime.combine(last.day, dt.time(), dt.UTC)
+                 + dt.timedelta(microseconds=(last.events - 1) * 86_400_000_000 // last.events))
+        set_meta(con, "clock:events", clock.isoformat())
+        floor = wh.hot_floor(con, "events")
         for day in days:
             if day.settled:  # as compacted: sorted by occurred, under the compaction's batch
                 delta.append(_events_rows(con, day, day.first, day.first + day.events)
                              .to_arrow_reader(), app_id, day.first_seq + day.windows)
                 files = [f for f in delta.files() if f"occurred_date={day.day}/" in f]
                 _keep(con, f"SELECT {columns} FROM read_parquet($files, hive_partitioning = true, "
-                      "hive_types = {'occurred_date': DATE})", {"files": files})
+                      "hive_types = {'occurred_date': DATE})", {"files": files},
+                      day.first_seq + day.windows, day.day >= floor)
                 continue
             for j in range(day.windows):  # as loaded: a Delta commit and file per window
                 lo = day.first + j * window
@@ -161,7 +174,7 @@ def prefill(lake: Lake, warehouse: Warehouse, days: list[Day], window: int, with
                                     ).to_arrow_table()
                 delta.append(rows, app_id, day.first_seq + j)
                 con.register("prefill_rows", rows)
-                _keep(con, "SELECT * FROM prefill_rows", {})
+                _keep(con, "SELECT * FROM prefill_rows", {}, day.first_seq + j, day.day >= floor)
                 con.unregister("prefill_rows")
         con.register("prefill_days", pa.Table.from_pylist([dataclasses.asdict(d) for d in days]))
         run_script(con, _sql("scale_manifest"), {
@@ -192,10 +205,12 @@ def land_window(lake: Lake, seq: int, window: int, old_ids: list[str],
     close sessions of the history."""
     first_offset = 2 * BASE_OFFSET + seq * window
     lines = []
+    newest = ""
     for i in range(window):
         id_ = old_ids[i % len(old_ids)] if i % 33 == 0 else f"w{seq}-{i}"
         t = f"{DAY}T{(i * 7) % 24:02d}:{i % 60:02d}:{(i * 13) % 60:02d}.000Z"
         closes = i % 50 == 1
+        newest = max(newest, t)
         lines.append(orjson.dumps({
             "id": id_, "type": "CLOSE" if closes else "OPEN", "offset": str(first_offset + i),
             "occurred": t, "processed": t,
@@ -214,7 +229,7 @@ def land_window(lake: Lake, seq: int, window: int, old_ids: list[str],
                     previous_offset=last.resume_offset if last else None,
                     first_offset=str(first_offset), files=files, dead_letter_files=dead,
                     events=batch.rows.num_rows, dead_letters=len(batch.dead), offset_updates=0,
-                    keepalives=0, reconnects=0, bytes_read=0, max_processed=None,
+                    keepalives=0, reconnects=0, bytes_read=0, max_processed=newest,
                     committed_at=time.time(), stop_reason="bench")
     log.write(commit)
     return commit

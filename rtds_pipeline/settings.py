@@ -38,6 +38,9 @@ IDLE_TIMEOUT = IDLE_RECONNECT_SECONDS  # Airship's rule: 90 s of silence means r
 MAX_LINE_BYTES = 4 << 20  # Airship events are a few KB; a longer line is dead-lettered
 BACKOFF_402_SECONDS = 30.0  # Airship's rule: after a 402, wait at least this long
 DUCKDB_MEMORY_LIMIT = "2GB"  # of the warehouse writer
+# The horizon: the writer keeps the dedupe keys of the days within it of the stream's newest
+# `processed` (3 days: a day's late devices and a weekend's outage); older days live in the lake.
+HOT_HOURS = 72.0
 STORE_RETRY_SECONDS = 60.0  # how long object-store failures are retried (lake/retry.py)
 # The lake's lifecycle (lake/compaction.py, lake/live.py).
 COMPACT_MAX_FILES = 4  # per source and settled day
@@ -127,6 +130,7 @@ class Settings:
     window_max_bytes: int = WINDOW_MAX_BYTES
     idle_timeout: float = IDLE_TIMEOUT
     duckdb_memory_limit: str = DUCKDB_MEMORY_LIMIT
+    hot_hours: float = HOT_HOURS  # the horizon of the writer's local state (warehouse/events.py)
     tick_seconds: int = 15  # between two sensor ticks, and a caught-up reader's windows
     read_run_seconds: float = 600.0  # how long one reading run reads windows
     marts_seconds: int = 60  # minimum interval between two marts refreshes
@@ -204,6 +208,19 @@ def _source(raw: dict[str, Any], where: str) -> list[SourceConfig]:
     return out
 
 
+def _hours(value: str | None, default: float, name: str) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = -1.0
+    if not 1 <= hours <= 90 * 24:
+        raise SettingsError(f"{name}={value!r}: give a number of hours from 1 to 2160 (90 days, "
+                            f"RTDS's oldest event), e.g. {name}={default:g}")
+    return hours
+
+
 def _day(value: str, name: str) -> str:
     try:
         return dt.date.fromisoformat(value).isoformat()
@@ -256,6 +273,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         window_max_bytes=int(env.get("RTDS_WINDOW_MAX_BYTES", d.window_max_bytes)),
         idle_timeout=float(env.get("RTDS_IDLE_TIMEOUT", d.idle_timeout)),
         duckdb_memory_limit=env.get("RTDS_DUCKDB_MEMORY_LIMIT", d.duckdb_memory_limit),
+        hot_hours=_hours(env.get("RTDS_HOT_HOURS"), d.hot_hours, "RTDS_HOT_HOURS"),
         tick_seconds=int(env.get("RTDS_TICK_SECONDS", d.tick_seconds)),
         read_run_seconds=float(env.get("RTDS_READ_RUN_SECONDS", d.read_run_seconds)),
         marts_seconds=int(env.get("RTDS_MARTS_SECONDS", d.marts_seconds)),

@@ -50,6 +50,15 @@ def cycle(defs, instance, name="rtds_events", cursor=None, read=True):
     return result
 
 
+def fold_in(defs, instance):
+    """What the sensor `rtds_fold_in` requests once loads left days behind the horizon: each
+    table's maintenance run, which rebuilds them from the landing zone. Returns the requests."""
+    result = tick(defs, instance, "rtds_fold_in")
+    for request in result.run_requests:
+        execute(defs, instance, request)
+    return result.run_requests
+
+
 def read_run(defs, instance, job_name="read_events", raise_on_error=True, **config):
     return defs.resolve_job_def(job_name).execute_in_process(
         instance=instance, run_config=read_config(defs, job_name, **config),

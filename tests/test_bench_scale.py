@@ -3,6 +3,7 @@ Never asserts on time: only that every configuration was measured."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -57,9 +58,17 @@ def test_prefill_leaves_the_state_of_the_loads(tmp_path):
     with warehouse.writer(publish=False) as con:
         assert con.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchall() == [
             (9500, 9500)]
-        assert con.execute("SELECT count(*) FROM events_keys k JOIN events e "
-                           "ON k.h = key_hi(md5_number(e.id)) AND k.l = key_lo(md5_number(e.id)) "
-                           "AND k.occurred_date = e.occurred_date").fetchall() == [(9500,)]
+        # The keys of the hot days (DAY and the 3 before it: the 72 h horizon), as the loads
+        # leave them: every row of those days found in its day's store.
+        store = wh.key_store(con, "events")
+        floor = wh.hot_floor(con, "events")
+        assert floor == scale.DAY - dt.timedelta(days=3) and store.days() == [
+            floor + dt.timedelta(days=k) for k in range(4)]
+        hot = con.sql("SELECT occurred_date AS day, key_hi(md5_number(id)) AS h, "
+                      "key_lo(md5_number(id)) AS l FROM events WHERE occurred_date >= ?",
+                      params=[floor]).to_arrow_table()
+        assert hot.num_rows == sum(d.events for d in days if d.day >= floor) == 3199
+        assert store.probe(hot).num_rows == hot.num_rows
         assert con.execute("SELECT count(*), count(DISTINCT id) FROM stg_events").fetchall() == [
             (9500, 9500)]
         # In stream order, as window after window appended it.

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from dagster_runs import INSTANCE, cycle, execute, landing_events, read_run, tick
+from dagster_runs import INSTANCE, cycle, execute, fold_in, landing_events, read_run, tick
 
 from rtds_pipeline.defs import build_definitions
 from rtds_pipeline.defs.assets import WAREHOUSE_POOL
@@ -54,7 +54,8 @@ def test_definitions_load_without_network(monkeypatch):
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {"landing/events", "landing/compliance", "events", "compliance_events",
                     *(m.name for m in MARTS)}
-    assert {s.name for s in defs.sensors} == {"rtds_events", "rtds_compliance", "rtds_marts"}
+    assert {s.name for s in defs.sensors} == {"rtds_events", "rtds_compliance", "rtds_marts",
+                                              "rtds_fold_in"}
     events = defs.resolve_assets_def("events")
     assert events.backfill_policy == dg.BackfillPolicy.single_run()
     # Every writer of the warehouse waits for the one pool slot.
@@ -81,7 +82,7 @@ def test_one_sensor_and_one_reading_job_per_partition_reader(tmp_path):
     defs = build_definitions(settings)
     names = {s.name for s in defs.sensors}
     assert names == {"rtds_events_p0of3", "rtds_events_p1of3", "rtds_events_p2of3", "rtds_compliance",
-                     "rtds_marts"}
+                     "rtds_marts", "rtds_fold_in"}
     pools = {defs.resolve_job_def(f"read_events_p{i}of3").nodes[0].definition.pool
              for i in range(3)}
     assert pools == {f"rtds_reader_events_p{i}of3" for i in range(3)}
@@ -202,8 +203,13 @@ def test_load_runs_do_not_pile_up_and_report_only_changed_days(fresh_server, tmp
         # Both windows loaded by one run; one materialization per day they touched, no more.
         lake = defs.resources["lake"].lake()
         touched = {d for c in CommitLog(lake, "events").all() for d in c.days}
+        # Days behind the horizon wait for the maintenance job's fold-in: not materialized here.
+        writer = defs.resources["warehouse"].warehouse(lake).writer_path
+        with duckdb.connect(str(writer), read_only=True) as con:
+            cold = {str(d) for (d,) in con.execute("SELECT day FROM cold_days").fetchall()}
+        assert cold and cold < touched
         mats = result.asset_materializations_for_node("load_events_windows")
-        assert {m.partition for m in mats} == touched
+        assert {m.partition for m in mats} == touched - cold
         # Each partition's row count is the day's rows in the table; the load's own count is
         # labelled as such.
         with duckdb.connect(defs.resources["warehouse"].path, read_only=True) as con:
@@ -229,6 +235,10 @@ def test_fault_mid_window_then_runs_build_events_equal_to_ground_truth(fresh_ser
         cycle(defs, instance, cursor=cursor, read=False)  # the load of the last reading run
         comp = cycle(defs, instance, name="rtds_compliance")
         cycle(defs, instance, name="rtds_compliance", cursor=comp.cursor, read=False)
+        # The late devices' days behind the horizon, rebuilt by the maintenance run the fold-in
+        # sensor requests; then it waits for the next load to leave some.
+        assert [r.job_name for r in fold_in(defs, instance)] == ["events_maintenance"]
+        assert fold_in(defs, instance) == []
         # The marts sensor sees the new partitions and refreshes every mart in one run.
         marts_tick = tick(defs, instance, name="rtds_marts")
         [refresh] = marts_tick.run_requests
@@ -278,6 +288,7 @@ def test_range_backfill_equals_the_incremental_path(fresh_server, tmp_path):
             if round_ < 2:
                 srv.generate(700)
         cycle(defs, instance, cursor=cursor, read=False)
+        fold_in(defs, instance)
         days = sorted({d for c in CommitLog(defs.resources["lake"].lake(), "events").all()
                        for d in c.days})
     # The same landing, rebuilt from scratch into a new warehouse by one range run (as the UI's
@@ -395,6 +406,7 @@ def test_an_event_from_both_the_stream_and_the_webhook_is_one_row(tmp_path):
             [landing] = [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
             assert landing.metadata["events"].value > 0
             cycle(defs, instance)
+            fold_in(defs, instance)
         landed = {s: duckdb.connect().execute(
             f"SELECT count(DISTINCT id) FROM read_parquet('{receiver.lake_url}/landing/"
             f"source={s}/*/*.parquet')").fetchall()[0][0] for s in ("events", "hook")}

@@ -71,6 +71,9 @@ def test_quirky_stream_loaded_window_by_window_equals_a_rebuild_and_the_ground_t
         if round_ == 10:
             srv.generate(800)  # live traffic between windows: more copies and late events
     with warehouse.writer() as con:
+        # Events days behind the horizon: folded in by the maintenance job, not by a window.
+        assert wh.cold_days(con, "events")
+        wh.fold_in_cold(con, lake, "events")
         windows = con.execute("SELECT count(*) FROM landing_windows").fetchall()[0][0]
         full = wh.full_check(con, lake, "events")
         late = con.execute("SELECT count(*) FROM events_late_copies").fetchall()[0][0]

@@ -509,7 +509,7 @@ def test_the_warehouse_rebuilds_a_compacted_day_to_the_same_events(lake, tmp_pat
         with warehouse.writer() as con:
             wh.load_all(con, warehouse.lake, src, "events")
             wh.rebuild_days(con, warehouse.lake, "events", [D1])
-            assert wh.check_days(con, "events", [D1]).ok
+            assert wh.check_days(con, warehouse.lake, "events", [D1]).ok
             return con.execute("SELECT * FROM events ORDER BY id").fetchall()
 
     warehouse = Warehouse(tmp_path / "wh.duckdb", lake)

@@ -32,6 +32,7 @@ def refresh_after_load(con, lake) -> list[marts.Refreshed]:
     wh.sync_manifest(con, lake, SOURCES)
     for kind in ("events", "compliance"):
         wh.load_pending(con, lake, kind)
+        wh.fold_in_cold(con, lake, kind)  # the maintenance job's: days behind the horizon
     return marts.refresh(con)
 
 

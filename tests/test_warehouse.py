@@ -26,12 +26,15 @@ def lake(tmp_path):
     return open_lake(str(tmp_path / "lake"))
 
 
-def load(tmp_path, lake, sources=(SRC,), name="wh.duckdb"):
-    """The incremental path: every committed window not loaded yet."""
+def load(tmp_path, lake, sources=(SRC,), name="wh.duckdb", fold_in=True):
+    """The incremental path: every committed window not loaded yet, then (`fold_in`) what the
+    maintenance job adds, the days behind the horizon that windows brought rows of."""
     warehouse = Warehouse(tmp_path / name, lake)
     with warehouse.writer() as con:
         wh.sync_manifest(con, lake, sources)
         wh.load_pending(con, lake, "events")
+        if fold_in:
+            wh.fold_in_cold(con, lake, "events")
     return warehouse
 
 
@@ -125,7 +128,15 @@ def test_late_and_future_events_go_to_their_occurred_day(tmp_path, lake):
         event("future", "OPEN", f"{D3}T00:02:00.000Z", 2, processed=f"{D2}T23:59:00.000Z"),
         # Clock far ahead: Airship clamps occurred to processed.
         event("clamped", "OPEN", f"{D2}T12:00:00.000Z", 3, processed=f"{D2}T12:00:00.000Z")])
-    w = load(tmp_path, lake)
+    w = load(tmp_path, lake, fold_in=False)
+    # 80 days is behind the horizon (72 h): the window leaves that day to the maintenance job.
+    assert rows(w, "2026-09-01") == []
+    with w.writer() as con:
+        assert wh.cold_days(con, "events") == ["2026-09-01"]
+        folded = wh.fold_in_cold(con, lake, "events")
+        assert (folded.rebuilt, folded.rows) == (["2026-09-01"], 1)
+        assert wh.cold_days(con, "events") == []
+        assert wh.full_check(con, lake, "events").ok
     assert rows(w, "2026-09-01") == [("late", "1000000000001", 1, "2026-09-01")]
     assert rows(w, D2) == [("clamped", "1000000000003", 1, D2)]
     assert rows(w, D3) == [("future", "1000000000002", 1, D3)]
@@ -133,15 +144,20 @@ def test_late_and_future_events_go_to_their_occurred_day(tmp_path, lake):
     assert ways == dict.fromkeys(WAYS, sorted(rows(w)))
 
 
-def test_a_copy_in_another_day_is_kept_once_whatever_the_order(tmp_path, lake):
-    # Copies of "m" with different occurred dates (a re-sent event with a corrected clock):
-    # the first delivered (offset 5, day D1) is the one kept, loaded or rebuilt in any order.
-    commit_window(lake, "events", [event("m", "OPEN", f"{D1}T10:00:00.000Z", 5),
+def test_copies_are_deduplicated_within_their_occurred_day_the_same_way_on_every_path(
+        tmp_path, lake):
+    """An id's copies carry its `occurred`, so they meet in its day, and that is where they are
+    deduplicated (a window probes only the keys of its days). Copies whose `occurred` fall on
+    different days — the corner README's "Exact deduplication" names: a future-clamped event
+    whose copy was clamped on the other side of midnight — are kept once in each day, the same
+    way whichever path built the days and in whatever order."""
+    commit_window(lake, "events", [event("m", "OPEN", f"{D1}T23:59:59.000Z", 5),
                                    event("n", "OPEN", f"{D1}T11:00:00.000Z", 6)])
-    commit_window(lake, "events", [event("m", "OPEN", f"{D2}T10:00:00.000Z", 9),
+    commit_window(lake, "events", [event("m", "OPEN", f"{D2}T00:00:01.000Z", 9),
+                                   event("m", "OPEN", f"{D2}T00:00:01.000Z", 12),
                                    event("o", "OPEN", f"{D2}T11:00:00.000Z", 10)])
-    want = [("m", "1000000000005", 1, D1), ("n", "1000000000006", 1, D1),
-            ("o", "1000000000010", 1, D2)]
+    want = [("m", "1000000000005", 1, D1), ("m", "1000000000009", 2, D2),
+            ("n", "1000000000006", 1, D1), ("o", "1000000000010", 1, D2)]
     assert every_way(tmp_path, lake, [D1, D2]) == dict.fromkeys(WAYS, want)
 
 
@@ -153,11 +169,11 @@ def test_rebuilding_a_day_is_idempotent_and_equals_the_loads(tmp_path, lake):
                                    event("p", "OPEN", f"{D3}T10:00:00.000Z", 10),
                                    event("o", "OPEN", f"{D2}T11:00:00.000Z", 11)])
     loaded = sorted(rows(load(tmp_path, lake)))
-    assert loaded == [("m", "1000000000005", 1, D1), ("o", "1000000000011", 1, D2),
-                      ("p", "1000000000006", 2, D3)]
+    assert loaded == [("m", "1000000000005", 1, D1), ("m", "1000000000009", 1, D2),
+                      ("o", "1000000000011", 1, D2), ("p", "1000000000006", 2, D3)]
     with w.writer() as con:
         result = wh.rebuild_days(con, lake, "events", [D1, D2, D3], batch_bytes=1)
-        assert (result.landed_rows, result.rows, result.copies_dropped) == (5, 3, 2)
+        assert (result.landed_rows, result.rows, result.copies_dropped) == (5, 4, 1)
         wh.rebuild_days(con, lake, "events", [D2])
         assert wh.full_check(con, lake, "events").ok
     assert sorted(rows(w)) == loaded

@@ -10,6 +10,7 @@ from rtds_pipeline.defs import instance
 from rtds_pipeline.defs.assets import (
     daily_partitions,
     day_table_asset,
+    fold_in_sensor,
     load_job,
     maintenance_job,
     maintenance_schedule,
@@ -53,13 +54,13 @@ def _definitions(settings: Settings) -> dg.Definitions:
         webhook_landing_spec(s) if s.webhook else landing_asset(s) for s in settings.sources]
     reads = {s.key: read_job(s) for s in settings.sources if not s.webhook}
     jobs: list[dg.JobDefinition | UnresolvedAssetJobDefinition] = []
-    schedules, loads = [], {}
+    schedules, loads, maintained = [], {}, {}
     for kind in TABLES:
         sources = [s for s in settings.sources if s.feeds == kind]
         if sources:
             assets.append(day_table_asset(kind, sources, partitions))
             loads[kind] = load_job(kind, sources)
-            maintenance = maintenance_job(kind, sources)
+            maintenance = maintained[TABLES[kind]] = maintenance_job(kind, sources)
             jobs += [loads[kind], maintenance]
             schedules.append(maintenance_schedule(maintenance))
     available = marts_for({s.feeds for s in settings.sources})
@@ -68,6 +69,8 @@ def _definitions(settings: Settings) -> dg.Definitions:
         assets.append(marts_asset(available, tables))
     sensors = [source_sensor(s, settings.tick_seconds, loads[s.feeds], reads.get(s.key))
                for s in settings.sources]
+    if maintained:
+        sensors.append(fold_in_sensor(maintained))
     if available:
         refresh = marts_job(available)
         jobs.append(refresh)

@@ -6,14 +6,19 @@ tables in the lake.
   reports a materialization for each day partition it changed, nothing else.
 - The **asset** itself, materialized for a range of days (UI or CLI backfills): rebuilds those
   days from the landing zone; the same rows as the loads.
-- The **maintenance job** (`<table>_maintenance`, hourly): compacts settled days, vacuums old
-  files, and checks the whole table against the whole landing zone.
+- The **maintenance job** (`<table>_maintenance`, hourly, and requested by the sensor
+  `rtds_fold_in` as soon as a load leaves days behind the horizon to it): rebuilds those days
+  from the landing zone (the backfill path), compacts settled days, vacuums old files, and checks
+  the whole table against the whole landing zone.
 """
 
+import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 from dagster import AssetExecutionContext, OpExecutionContext
 
 from rtds_pipeline.defs.resources import LakeResource, WarehouseResource
@@ -117,7 +122,7 @@ def day_table_asset(kind: str, sources: Sequence[SourceConfig],
         with warehouse.warehouse(store).writer() as con:
             wh.load_all(con, store, sources, kind)
             result = wh.rebuild_days(con, store, kind, days)
-            check = wh.check_days(con, kind, days)
+            check = wh.check_days(con, store, kind, days)
             checks = _checks(table, kind, con, check, days)
         context.log.info(f"{table}: rebuilt {len(days)} day(s), {result.rows} rows from "
                          f"{result.landed_rows} landed ({result.copies_dropped} copies dropped)")
@@ -184,12 +189,19 @@ def maintenance_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinit
         store = lake.lake()
         with warehouse.warehouse(store).writer() as con:
             wh.load_all(con, store, sources, kind)
+            folded = wh.fold_in_cold(con, store, kind)
             days = wh.days_to_compact(con, store, kind, SETTLE_HOURS)
             wh.compact_days(con, store, kind, days)
             full = wh.full_check(con, store, kind)
         removed = DeltaEvents(store, table).vacuum(VACUUM_HOURS)
-        context.log.info(f"{table}: compacted {len(days)} settled day(s), vacuumed "
+        context.log.info(f"{table}: folded in {len(folded.rebuilt)} day(s) behind the horizon "
+                         f"({folded.rows} rows), compacted {len(days)} settled day(s), vacuumed "
                          f"{len(removed)} file(s); full check {'ok' if full.ok else 'FAILED'}")
+        for day in folded.rebuilt:
+            context.log_event(dg.AssetMaterialization(
+                asset_key=table, partition=day, metadata={
+                    "rebuilt": "behind the horizon: folded in from the landing zone",
+                    "dagster/row_count": folded.days.get(day, 0)}))
         for day in days:
             context.log_event(dg.AssetMaterialization(
                 asset_key=table, partition=day, metadata={"compacted": True}))
@@ -199,8 +211,9 @@ def maintenance_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinit
             metadata={"scope": "whole table", "rows": full.rows, "distinct_ids": full.distinct_ids}))
         context.log_event(dg.AssetCheckEvaluation(  # type: ignore[arg-type]
             asset_key=key, check_name="reconciliation", passed=full.ok,
-            metadata={"scope": "whole table", "rows": full.rows, "index_keys": full.index_keys,
-                      "landed_ids": full.landed_ids, "missing": full.missing}))
+            metadata={"scope": "whole table", "rows": full.rows, "landed_ids": full.landed_ids,
+                      "missing": full.missing, "hot_rows": full.hot_rows,
+                      "index_keys": full.index_keys, "ids_in_two_days": full.ids_in_two_days}))
 
     @dg.job(name=f"{table}_maintenance", tags={TABLE_TAG: table},
             description=f"Compacts settled days of `{table}` (sorted by occurred, one file a "
@@ -209,6 +222,41 @@ def maintenance_job(kind: str, sources: Sequence[SourceConfig]) -> dg.JobDefinit
         _maintain()
 
     return _job
+
+
+def fold_in_sensor(jobs: dict[str, dg.JobDefinition]) -> dg.SensorDefinition:
+    """Requests a table's maintenance run as soon as a load left it days behind the horizon
+    (`cold_days` in warehouse.duckdb, read-only), rather than at the next hourly run; never while
+    one is queued or running. The run key is the newest such day's arrival: one run for it."""
+
+    @dg.sensor(name="rtds_fold_in", jobs=list(jobs.values()), minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Requests the maintenance job of a table when a load left it rows of "
+                           "days behind the horizon (RTDS_HOT_HOURS), which it rebuilds from the "
+                           "landing zone.")
+    def _sensor(context: dg.SensorEvaluationContext,
+                warehouse: WarehouseResource) -> dg.SensorResult:
+        from rtds_pipeline.defs.sensors import ACTIVE  # sensors.py imports this module
+
+        if not Path(warehouse.path).exists():
+            return dg.SensorResult(skip_reason="no warehouse published yet")
+        with duckdb.connect(warehouse.path, read_only=True) as con:
+            waiting = con.execute("SELECT table_name, count(DISTINCT day), max(seen_at) "
+                                  "FROM cold_days GROUP BY 1 ORDER BY 1").fetchall()
+        requests = []
+        for table, days, newest in waiting:
+            job = jobs.get(table)
+            if job is None or context.instance.get_run_records(filters=dg.RunsFilter(
+                    job_name=job.name, statuses=ACTIVE), limit=1):
+                continue
+            requests.append(dg.RunRequest(job_name=job.name, tags={TABLE_TAG: table},
+                                          run_key=f"fold-in/{table}/{newest.isoformat()}"))
+            context.log.info(f"{table}: {days} day(s) behind the horizon to fold in")
+        return dg.SensorResult(run_requests=requests, skip_reason=None if requests else (
+            "nothing behind the horizon" if not waiting else "a maintenance run is active"),
+            cursor=json.dumps([[t, n, str(w)] for t, n, w in waiting]))
+
+    return _sensor
 
 
 def maintenance_schedule(job: dg.JobDefinition) -> dg.ScheduleDefinition:

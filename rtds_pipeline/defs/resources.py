@@ -39,13 +39,16 @@ class WarehouseResource(dg.ConfigurableResource):
 
     path: str
     duckdb_memory_limit: str
+    hot_hours: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WarehouseResource:
-        return cls(path=settings.warehouse_path, duckdb_memory_limit=settings.duckdb_memory_limit)
+        return cls(path=settings.warehouse_path, duckdb_memory_limit=settings.duckdb_memory_limit,
+                   hot_hours=settings.hot_hours)
 
     def warehouse(self, lake: Lake) -> Warehouse:
-        return Warehouse(self.path, lake, memory_limit=self.duckdb_memory_limit)
+        return Warehouse(self.path, lake, memory_limit=self.duckdb_memory_limit,
+                         hot_hours=self.hot_hours)
 
 
 class ReaderResource(dg.ConfigurableResource):

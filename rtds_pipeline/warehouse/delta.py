@@ -94,16 +94,6 @@ class DeltaEvents:
             writer_properties=WRITER, commit_properties=_txn(app_id, version))
         self._dt = None
 
-    def delete_ids(self, ids_by_day: dict[str, list[str]]) -> None:
-        """Delete rows by id within their days (rewrites only the files that hold them)."""
-        dt = self.open()
-        if dt is None:
-            return
-        for day, ids in ids_by_day.items():
-            quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
-            dt.delete(f"{PARTITION} = '{day}' AND id IN ({quoted})", writer_properties=WRITER)
-        self._dt = None
-
     def file_counts(self, days: list[str] | None = None) -> dict[str, int]:
         """Data files per day of the newest snapshot."""
         counts: dict[str, int] = {}

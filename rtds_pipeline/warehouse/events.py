@@ -2,10 +2,16 @@
 
 Two ways in, one result (invariant 3):
 - **load** (`load_pending`): the committed windows the warehouse has not loaded yet, a batch at a
-  time. Cost O(batch): the batch's ids are probed in the id index (`<table>_keys`), new ids are
-  appended to their occurred day, copies of ids already kept are counted, never written.
+  time. Cost O(batch): an id's copies carry its `occurred`, so they meet in its occurred day, and
+  the batch's ids are looked up by key in their days' key stores (`warehouse/keys.py`); new ids
+  are appended to their occurred day, copies of ids already kept are counted, never written.
 - **rebuild** (`rebuild_days`, backfills): whole days recomputed from their committed landing
   files and swapped in atomically. Gives the same rows as the loads did.
+- **the horizon**: the key stores hold the hot days only, the days within `hot_hours` of the
+  newest `processed` loaded (the stream's clock, not the machine's). A window's rows of an older
+  day (a late device) are not loaded by the window: the day is recorded in `cold_days` and
+  rebuilt from its landing files by `fold_in_cold` (the maintenance job), so no window ever pays
+  for a day it cannot probe, and the local state does not grow with the history.
 Settled days are compacted (`compact_days`): rewritten as one sorted file with late copies
 folded in. Only files that a commit record lists are read (invariant 1).
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -26,14 +33,17 @@ import pyarrow as pa
 from rtds_pipeline.lake.commits import WINDOW, CommitLog
 from rtds_pipeline.lake.storage import Lake
 from rtds_pipeline.settings import SourceConfig
-from rtds_pipeline.warehouse import staging
+from rtds_pipeline.warehouse import keys, staging
+from rtds_pipeline.warehouse.delta import PARTITION as _PARTITION
 from rtds_pipeline.warehouse.delta import DeltaEvents
-from rtds_pipeline.warehouse.sqlscripts import run_script, sql, transaction
+from rtds_pipeline.warehouse.sqlscripts import meta, run_script, set_meta, sql, transaction
 
 TABLES = {"events": "events", "compliance": "compliance_events"}  # what a source feeds → table
 
 LOAD_BYTES = 64 << 20  # landed Parquet per load batch (one window at least): bounds its cost
 REBUILD_BYTES = 1 << 30  # landed Parquet per rebuild pass
+HOT_HOURS = 72.0  # the horizon's default (RTDS_HOT_HOURS): days within it of the newest `processed`
+KEYS_VARIABLE = "rtds_keys_dir"  # DuckDB variable: where the writer keeps its key stores
 
 
 @dataclasses.dataclass
@@ -41,8 +51,8 @@ class WindowCheck:
     """What a load or rebuild can check at its own cost: the good ids its files landed are all
     kept (`missing`), each once (`duplicated`)."""
     landed_ids: int
-    missing: int  # good landed ids of the loaded windows that the index does not hold
-    duplicated: int  # of those ids, how many the index holds more than once
+    missing: int  # good landed (id, day)s of the loaded windows that the table will not hold
+    duplicated: int  # of those, how many it would hold more than once
 
     @property
     def ok(self) -> bool:
@@ -74,6 +84,7 @@ class LoadResult:
     rows: int = 0  # rows written
     copies_dropped: int = 0  # landed rows not written: later copies, or ids kept elsewhere
     quarantined: int = 0
+    deferred: int = 0  # landed rows of days behind the horizon: loaded by `fold_in_cold`
     days: dict[str, int] = dataclasses.field(default_factory=dict)  # rows written per day
     rebuilt: list[str] = dataclasses.field(default_factory=list)  # days recomputed
     max_processed: dt.datetime | None = None
@@ -81,7 +92,7 @@ class LoadResult:
 
     def add(self, other: LoadResult) -> None:
         self.batches += other.batches
-        for f in ("windows", "landed_rows", "rows", "copies_dropped", "quarantined"):
+        for f in ("windows", "landed_rows", "rows", "copies_dropped", "quarantined", "deferred"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
         for d, n in other.days.items():
             self.days[d] = self.days.get(d, 0) + n
@@ -98,14 +109,17 @@ class FullCheck:
     """The whole table against the whole landing zone: O(history), run apart (a scheduled job)."""
     table: str
     rows: int
-    distinct_ids: int
-    index_keys: int
-    landed_ids: int
-    missing: int  # landed good ids whose key is not in the index
+    distinct_ids: int  # distinct (id, occurred day): the table's grain
+    landed_ids: int  # distinct good (id, occurred day) landed, cold days not folded in left out
+    missing: int  # of those, how many the table does not hold
+    hot_rows: int  # rows of the hot days …
+    index_keys: int  # … and the keys their stores hold: equal
+    ids_in_two_days: int = 0  # ids kept in more than one day (the one corner, see README)
 
     @property
     def ok(self) -> bool:
-        return self.rows == self.distinct_ids == self.index_keys == self.landed_ids and not self.missing
+        return (self.rows == self.distinct_ids == self.landed_ids and not self.missing
+                and self.hot_rows == self.index_keys)
 
 
 def table_sql(name: str, table: str) -> str:
@@ -120,6 +134,46 @@ def prepare(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(table_sql("table_schema", table))
     con.execute(sql("landed"))
     staging.prepare(con)
+
+
+# -- the horizon ---------------------------------------------------------------------------
+
+def key_store(con: duckdb.DuckDBPyConnection, table: str) -> keys.KeyStore:
+    """The key store of `table`'s hot days, in the writer's private folder."""
+    root = con.execute(f"SELECT getvariable('{KEYS_VARIABLE}')").fetchall()[0][0]
+    if root is None:
+        raise RuntimeError("the key stores are opened by Warehouse.writer(): use its connection")
+    return keys.shared(Path(root) / table)
+
+
+def hot_floor(con: duckdb.DuckDBPyConnection, table: str,
+              newest: dt.datetime | None = None) -> dt.date:
+    """The first hot day of `table`: the day `hot_hours` before the newest `processed` loaded
+    (or `newest`, a batch's, when later). Before any, every day is hot."""
+    clock = max((c for c in (_clock(con, table), newest) if c is not None), default=None)
+    if clock is None:
+        return dt.date.min
+    hours = float(meta(con, "hot_hours") or HOT_HOURS)
+    return (clock.astimezone(dt.UTC) - dt.timedelta(hours=hours)).date()
+
+
+def _clock(con: duckdb.DuckDBPyConnection, table: str) -> dt.datetime | None:
+    value = meta(con, f"clock:{table}")
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+def cold_days(con: duckdb.DuckDBPyConnection, kind: str) -> list[str]:
+    """Days behind the horizon that loads brought rows of and `fold_in_cold` has not rebuilt."""
+    return [str(d) for (d,) in con.execute(
+        "SELECT DISTINCT day FROM cold_days WHERE table_name = ? ORDER BY 1",
+        [TABLES[kind]]).fetchall()]
+
+
+def fold_in_cold(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str) -> LoadResult:
+    """Rebuild the cold days loads brought rows of, from their landing files (the maintenance
+    job's: O(those days), never inside a window)."""
+    days = cold_days(con, kind)
+    return rebuild_days(con, lake, kind, days) if days else LoadResult(TABLES[kind])
 
 
 # -- the manifest --------------------------------------------------------------------------
@@ -301,56 +355,82 @@ def _load_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: in
     result.windows, result.max_processed = con.execute(
         "SELECT count(*), max(max_processed) FROM landing_windows WHERE kind = ? AND load_batch = ?",
         [kind, batch]).fetchall()[0]
+    floor = hot_floor(con, table, result.max_processed)
     files = _readable(con, table, _batch_files(con, kind, batch))
+    store = key_store(con, table)
     if files:
-        run_script(con, table_sql("load_window", table), {"files": files})
+        run_script(con, table_sql("load_window", table), {"files": files, "hot_floor": floor})
+        hits = store.probe(con.sql("SELECT day, h, l FROM stage_keep").to_arrow_table())
+        con.register("key_hits", hits)
+        try:
+            run_script(con, table_sql("load_window_probe", table), {"batch": batch})
+        finally:
+            con.unregister("key_hits")
         new_rows = con.execute("SELECT count(*) FROM stage_probe WHERE kept_day IS NULL"
                                ).fetchall()[0][0]
-        result.check = _check_load(con, table, files)  # blocking: before anything is written
+        result.check = _check_load(con, files, floor)  # blocking: before anything is written
         if not result.check.ok:
             raise LoadCheckFailed(table, batch, result.check)
         if new_rows and delta.loaded_version(_app_id(table)) < batch:
             # Streamed: a batch is never held whole in Python's memory.
             delta.append(con.sql(table_sql("load_window_rows", table)).to_arrow_reader(),
                          _app_id(table), batch)
+        store.put(con.sql("SELECT day, h, l, pos, source FROM stage_probe "
+                          "WHERE kept_day IS NULL").to_arrow_table(), batch)
         earlier = con.execute(
-            "SELECT day, kept_day FROM stage_probe WHERE kept_day IS NOT NULL "
+            "SELECT DISTINCT day FROM stage_probe WHERE kept_day IS NOT NULL "
             "AND (pos, source) < (kept_pos, kept_source)").fetchall()
         with transaction(con):
             result.quarantined = _quarantine(con, table)
             # The marts' change log moves with the keys: the new rows, then later copies.
             staging.stage(con, kind, table_sql("load_window_rows", table))
             staging.add_late_copies(con, kind, "SELECT id, n FROM stage_late_copies")
-            run_script(con, table_sql("load_window_end", table), {"batch": batch})
+            run_script(con, table_sql("load_window_end", table),
+                       {"batch": batch, "hot_floor": floor})
+            _advance_clock(con, table, result.max_processed)
             _finish_batch(con, table, batch, new_rows)
         result.landed_rows, result.rows = con.execute(
             "SELECT coalesce(sum(landed_rows), 0), coalesce(sum(rows), 0) FROM load_log "
             "WHERE table_name = ? AND batch = ?", [table, batch]).fetchall()[0]
         result.copies_dropped = result.landed_rows - result.rows
+        result.deferred = con.execute(
+            "SELECT count(*) FROM stage WHERE reason IS NULL AND occurred_date < ?",
+            [floor]).fetchall()[0][0]
         result.days = {str(d): n for d, n in con.execute(
             "SELECT day, rows FROM load_log WHERE table_name = ? AND batch = ? AND rows > 0",
             [table, batch]).fetchall()}
         if earlier:
             # An earlier copy of a kept id came later: only when two sources read one stream.
-            # The days involved are recomputed from landing, as a backfill would.
-            days = sorted({str(d) for pair in earlier for d in pair})
-            result.add(rebuild_days(con, lake, kind, days))
+            # Its day is recomputed from landing, as a backfill would.
+            result.add(rebuild_days(con, lake, kind, sorted(str(d) for (d,) in earlier)))
     else:
         with transaction(con):
+            _advance_clock(con, table, result.max_processed)
             _finish_batch(con, table, batch, 0)
+    store.drop_before(hot_floor(con, table))  # days behind the horizon: the lake has them
     return result
 
 
-def _check_load(con: duckdb.DuckDBPyConnection, table: str, files: list[str]) -> WindowCheck:
-    """O(batch): the good ids the batch's files hold (read again) against what the load decided
-    to write — new keys (rows to append) plus ids kept before — and no id to be written twice. The
-    whole table against the whole landing zone is `full_check`, in the maintenance job."""
-    landed = con.execute("SELECT count(DISTINCT id) FROM landed(?) WHERE reason IS NULL",
-                         [files]).fetchall()[0][0]
+def _advance_clock(con: duckdb.DuckDBPyConnection, table: str,
+                   newest: dt.datetime | None) -> None:
+    clock = _clock(con, table)
+    if newest is not None and (clock is None or newest > clock):
+        set_meta(con, f"clock:{table}", newest.astimezone(dt.UTC).isoformat())
+
+
+def _check_load(con: duckdb.DuckDBPyConnection, files: list[str], floor: dt.date) -> WindowCheck:
+    """O(batch): the good (id, day)s of the batch's hot days, read again from its files, against
+    what the load decided to write — new keys (rows to append) plus ids kept before — and none
+    to be written twice. The whole table against the whole landing zone is `full_check`, in the
+    maintenance job."""
+    landed = con.execute("SELECT count(DISTINCT (id, occurred_date)) FROM landed(?) "
+                         "WHERE reason IS NULL AND occurred_date >= ?", [files, floor]
+                         ).fetchall()[0][0]
     new, new_distinct, kept = con.execute(
         "SELECT count(*) FILTER (WHERE kept_day IS NULL), "
-        "count(DISTINCT id) FILTER (WHERE kept_day IS NULL), "
-        "count(DISTINCT id) FILTER (WHERE kept_day IS NOT NULL) FROM stage_probe").fetchall()[0]
+        "count(DISTINCT (id, day)) FILTER (WHERE kept_day IS NULL), "
+        "count(DISTINCT (id, day)) FILTER (WHERE kept_day IS NOT NULL) FROM stage_probe"
+    ).fetchall()[0]
     # missing < 0 would mean ids kept that these files never landed: not ok either.
     return WindowCheck(landed, landed - new_distinct - kept, new - new_distinct)
 
@@ -448,22 +528,21 @@ def _rebuild_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch:
         run_script(con, "CREATE OR REPLACE TEMP TABLE batch_landed AS SELECT NULL::UHUGEINT AS k, "
                    "NULL::VARCHAR AS id, NULL::DATE AS day LIMIT 0;\n"
                    "CREATE OR REPLACE TEMP TABLE batch_final AS SELECT NULL::UHUGEINT AS k, "
-                   "NULL::VARCHAR AS id, NULL::UBIGINT AS pos, NULL::VARCHAR AS source, "
-                   "NULL::DATE AS day, NULL::INTEGER AS n LIMIT 0;\n"
-                   "CREATE OR REPLACE TEMP TABLE batch_beaten AS SELECT NULL::UHUGEINT AS k, "
-                   "NULL::VARCHAR AS id, NULL::DATE AS day LIMIT 0;")
-    beaten: dict[str, list[str]] = {}
-    for id_, day in con.execute("SELECT id, day FROM batch_beaten").fetchall():
-        beaten.setdefault(str(day), []).append(id_)
+                   "NULL::UBIGINT AS h, NULL::UBIGINT AS l, NULL::VARCHAR AS id, "
+                   "NULL::UBIGINT AS pos, NULL::VARCHAR AS source, NULL::DATE AS day, "
+                   "NULL::INTEGER AS n LIMIT 0;")
     if delta.loaded_version(_app_id(table)) < batch:
-        if beaten:
-            delta.delete_ids(beaten)
         reader = (con.sql(table_sql("rebuild_rows", table), params={"files": paths})
                   .to_arrow_reader() if paths else _empty_rows(con))
         delta.replace_days(reader, days, _app_id(table), batch)
+    # The hot days' keys anew (a cold day's are not kept: its next late rows rebuild it again).
+    floor = hot_floor(con, table)
+    store = key_store(con, table)
+    store.drop_days(dates)
+    store.put(con.sql("SELECT day, h, l, pos, source FROM batch_final WHERE day >= ?",
+                      params=[floor]).to_arrow_table(), batch)
     with transaction(con):
-        staging.restage_days(con, kind, dates, "SELECT id, day FROM batch_beaten",
-                             table_sql("rebuild_rows", table) if paths else
+        staging.restage_days(con, kind, dates, table_sql("rebuild_rows", table) if paths else
                              "SELECT * FROM events_columns", {"files": paths} if paths else {})
         run_script(con, table_sql("events_batch_end", table), {"days": dates, "batch": batch})
         rows = con.execute("SELECT count(*) FROM batch_final").fetchall()[0][0]
@@ -526,43 +605,64 @@ def _compact_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch:
 
 # -- checks --------------------------------------------------------------------------------
 
-def check_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[str]) -> WindowCheck:
-    """Every good id landed for these days is kept exactly once: O(those days)."""
-    return check_files(con, kind, [p for fs in day_files(con, kind, days).values() for p, _ in fs])
-
-
-def check_files(con: duckdb.DuckDBPyConnection, kind: str, files: Sequence[str]) -> WindowCheck:
+def check_days(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str,
+               days: Sequence[str]) -> WindowCheck:
+    """Every good (id, day) landed for these days is in the table exactly once: O(those days),
+    the landing files against the Delta table's files of those days."""
     table = TABLES[kind]
-    if not files:
+    landed = [p for fs in day_files(con, kind, days).values() for p, _ in fs]
+    kept = [f for f in DeltaEvents(lake, table).files()
+            if any(f"{_PARTITION}={d}/" in f for d in days)]
+    if not landed:
         return WindowCheck(0, 0, 0)
+    table_rows = (f"read_parquet({_listed(kept)}, hive_partitioning = true, "
+                  "hive_types = {'occurred_date': DATE})" if kept
+                  else "(SELECT NULL::VARCHAR AS id, NULL::DATE AS occurred_date LIMIT 0)")
     got = con.execute(
-        f"WITH ids AS (SELECT DISTINCT k FROM landed(?) WHERE reason IS NULL), "
-        f"hits AS (SELECT key_of(ix.h, ix.l) AS k, count(*) AS n FROM {table}_keys ix "
-        f"         WHERE key_of(ix.h, ix.l) IN (SELECT k FROM ids) GROUP BY ALL) "
+        f"WITH ids AS (SELECT DISTINCT id, occurred_date FROM landed(?) WHERE reason IS NULL), "
+        f"kept AS (SELECT id, occurred_date, count(*) AS n FROM {table_rows} GROUP BY ALL) "
         f"SELECT (SELECT count(*) FROM ids), "
-        f"       (SELECT count(*) FROM ids WHERE k NOT IN (SELECT k FROM hits)), "
-        f"       (SELECT count(*) FROM hits WHERE n > 1)", [list(files)]).fetchall()[0]
+        f"(SELECT count(*) FROM ids i ANTI JOIN kept k USING (id, occurred_date)), "
+        f"(SELECT count(*) FROM kept WHERE n > 1)", [landed]).fetchall()[0]
     return WindowCheck(*got)
 
 
 def full_check(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str) -> FullCheck:
-    """The whole table: ids unique, the index equal to the table, every landed id kept."""
+    """The whole table: (id, day) unique, every landed one kept, the hot days' keys equal to
+    their rows."""
     table = TABLES[kind]
     files = DeltaEvents(lake, table).files()
-    rows, distinct = con.execute(
-        "SELECT count(*), count(DISTINCT id) FROM read_parquet(?)", [files]).fetchall()[0] \
-        if files else (0, 0)
-    keys = con.execute(f"SELECT count(*) FROM {table}_keys").fetchall()[0][0]
-    landed = [p for d, fs in day_files(con, kind, landed_days(con, kind)).items() for p, _ in fs]
-    if landed:
+    floor = hot_floor(con, table)
+    rows, distinct, hot_rows, two_days = con.execute(
+        "SELECT count(*), count(DISTINCT (id, occurred_date)), "
+        "count(*) FILTER (WHERE occurred_date >= ?), count(DISTINCT id) FILTER (WHERE n > 1) "
+        "FROM (SELECT id, occurred_date, count(DISTINCT occurred_date) OVER (PARTITION BY id) AS n "
+        "      FROM read_parquet(?, hive_partitioning = true, "
+        "                        hive_types = {'occurred_date': DATE}))",
+        [floor, files]).fetchall()[0] if files else (0, 0, 0, 0)
+    store = key_store(con, table)
+    index_keys = sum(store.count(d) for d in store.days() if d >= floor)
+    cold = cold_days(con, kind)
+    landed = [p for d, fs in day_files(con, kind, landed_days(con, kind)).items()
+              if d not in cold for p, _ in fs]
+    if landed and files:
         landed_ids, missing = con.execute(
-            f"WITH ids AS (SELECT DISTINCT k FROM landed(?) WHERE reason IS NULL) "
-            f"SELECT count(*), count(*) FILTER (WHERE k NOT IN "
-            f"(SELECT key_of(h, l) FROM {table}_keys)) "
-            f"FROM ids", [landed]).fetchall()[0]
+            "WITH ids AS (SELECT DISTINCT id, occurred_date FROM landed(?) WHERE reason IS NULL) "
+            "SELECT (SELECT count(*) FROM ids), (SELECT count(*) FROM ids ANTI JOIN "
+            "(SELECT id, occurred_date FROM read_parquet(?, hive_partitioning = true, "
+            "hive_types = {'occurred_date': DATE})) USING (id, occurred_date))",
+            [landed, files]).fetchall()[0]
+    elif landed:
+        landed_ids = missing = con.execute(
+            "SELECT count(DISTINCT (id, occurred_date)) FROM landed(?) WHERE reason IS NULL",
+            [landed]).fetchall()[0][0]
     else:
         landed_ids, missing = 0, 0
-    return FullCheck(table, rows, distinct, keys, landed_ids, missing)
+    return FullCheck(table, rows, distinct, landed_ids, missing, hot_rows, index_keys, two_days)
+
+
+def _listed(files: Sequence[str]) -> str:
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
 
 
 def quarantined(con: duckdb.DuckDBPyConnection, kind: str) -> tuple[int, list[tuple]]:
@@ -585,8 +685,7 @@ def view_sql(con: duckdb.DuckDBPyConnection, lake: Lake, table: str, late: str) 
     files = DeltaEvents(lake, table).files()
     if not files:
         return "SELECT * FROM events_columns"
-    listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-    return sql("table_view").replace("{files}", listed).replace("{late}", late)
+    return sql("table_view").replace("{files}", _listed(files)).replace("{late}", late)
 
 
 def refresh_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:

@@ -38,3 +38,13 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    """A value of the writer's `warehouse_meta` (None when unset)."""
+    row = con.execute("SELECT value FROM warehouse_meta WHERE key = ?", [key]).fetchall()
+    return row[0][0] if row else None
+
+
+def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: object) -> None:
+    con.execute("INSERT OR REPLACE INTO warehouse_meta VALUES (?, ?)", [key, str(value)])

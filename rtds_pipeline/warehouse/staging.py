@@ -71,13 +71,11 @@ def add_late_copies(con: duckdb.DuckDBPyConnection, kind: str, copies: str) -> N
 
 
 def restage_days(con: duckdb.DuckDBPyConnection, kind: str, days: Sequence[object],
-                 removed_ids: str, rows_query: str, params: dict[str, object]) -> None:
-    """A rebuild: the staged rows of `days` (and of `removed_ids`, a query of id, day: copies a
-    rebuild moved out of other days) are replaced by `rows_query`'s; the old ones are kept in
-    `stg_removed` so the marts recompute the keys they held."""
+                 rows_query: str, params: dict[str, object]) -> None:
+    """A rebuild: the staged rows of `days` are replaced by `rows_query`'s; the old ones are kept
+    in `stg_removed` so the marts recompute the keys they held."""
     change = next_change(con)
-    where = (f"stream = '{kind}' AND (list_contains($days, occurred_date) "
-             f"OR (id, occurred_date) IN (SELECT id, day FROM ({removed_ids})))")
+    where = f"stream = '{kind}' AND list_contains($days, occurred_date)"
     con.execute(f"INSERT INTO stg_removed SELECT * REPLACE ({change} AS changed) FROM stg_events "
                 f"WHERE {where}", {"days": list(days)})
     con.execute(f"DELETE FROM stg_events WHERE {where}", {"days": list(days)})

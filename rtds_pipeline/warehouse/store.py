@@ -25,13 +25,13 @@ from pathlib import Path
 import duckdb
 
 from rtds_pipeline.lake.storage import Lake
-from rtds_pipeline.warehouse import rowmap
-from rtds_pipeline.warehouse.sqlscripts import transaction
+from rtds_pipeline.warehouse import keys, rowmap
+from rtds_pipeline.warehouse.sqlscripts import meta, set_meta, transaction
 
-LAYOUT = "5"  # events in Delta tables, the marts' staging with session keys; bump when the writer's file must be started anew
+LAYOUT = "6"  # the dedupe keys in per-day key stores; bump when the writer's file must be started anew
 
 # The writer's tables that stay private: large (the id index) or bookkeeping only.
-PRIVATE = ("events_keys", "compliance_events_keys", "landing_files", "load_batches",
+PRIVATE = ("landing_files", "load_batches",
            "warehouse_meta", "stg_events", "stg_removed", "mart_watermarks", "publish_log",
            "publish_marks", "row_maps")
 # Published bookkeeping that only grows, a row per window or per load and day: a publish appends
@@ -50,12 +50,15 @@ class WarehouseBusy(RuntimeError):
 
 class Warehouse:
     def __init__(self, path: str | os.PathLike[str], lake: Lake, *,
-                 memory_limit: str | None = None, threads: int | None = None) -> None:
+                 memory_limit: str | None = None, threads: int | None = None,
+                 hot_hours: float | None = None) -> None:
         self.path = Path(path).absolute()
         self.lake = lake
         self.private_dir = self.path.parent / ".warehouse"
         self.writer_path = self.private_dir / self.path.name  # the writer's state
         self.lock_path = self.private_dir / f"{self.path.name}.lock"
+        self.keys_dir = self.private_dir / f"{self.path.name}.keys"  # one key store per table
+        self.hot_hours = hot_hours
         self.memory_limit = memory_limit
         self.threads = threads
 
@@ -71,15 +74,19 @@ class Warehouse:
             try:
                 con.execute("SET enable_progress_bar = false")  # run logs, not a terminal
                 con.execute(f"SET VARIABLE {rowmap.VARIABLE} = ?", [str(self.private_dir / "rowmaps")])
+                con.execute(f"SET VARIABLE {events.KEYS_VARIABLE} = ?", [str(self.keys_dir)])
                 rowmap.prepare(con)
                 if not self.lake.is_local:
                     con.register_filesystem(self.lake.fs)
                 events.prepare(con)
                 if con.execute("SELECT count(*) FROM warehouse_meta").fetchall()[0][0] == 0:
-                    # A new state: tables the lake may hold are not trusted without their index.
+                    # A new state: tables the lake may hold are not trusted without their keys.
                     events.forget_tables(self.lake)
+                    shutil.rmtree(self.keys_dir, ignore_errors=True)
                     con.execute("INSERT INTO warehouse_meta VALUES ('layout', ?), ('state', ?)",
                                 [LAYOUT, uuid.uuid4().hex])
+                if self.hot_hours is not None:
+                    set_meta(con, "hot_hours", self.hot_hours)
                 events.refresh_views(con, self.lake)
                 yield con
                 events.refresh_views(con, self.lake)
@@ -87,6 +94,7 @@ class Warehouse:
                 if publish:
                     self._publish(con)
             finally:
+                keys.close_under(self.keys_dir)
                 con.close()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -222,7 +230,7 @@ class Warehouse:
             con.execute(f'CREATE OR REPLACE TABLE publish."{table}" AS SELECT * FROM main."{table}"')
             rowmap.forget(con, rowmap.Table(table, "", "publish", publish, maps))
         con.execute(f"CREATE OR REPLACE TABLE publish.{SNAPSHOT} AS SELECT ?::BIGINT AS publish, "
-                    "now() AS published_at, ? AS writer_state", [publish, _meta(con, "state")])
+                    "now() AS published_at, ? AS writer_state", [publish, meta(con, "state")])
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A read-only connection to the published snapshot."""
@@ -270,12 +278,7 @@ def _exclusive(path: Path, wait_s: float) -> Iterator[None]:
 
 def pending_publish(con: duckdb.DuckDBPyConnection) -> int:
     """The number of the next publish (what a change made now will be published under)."""
-    return int(_meta(con, "published") or 0) + 1
-
-
-def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
-    row = con.execute("SELECT value FROM warehouse_meta WHERE key = ?", [key]).fetchall()
-    return row[0][0] if row else None
+    return int(meta(con, "published") or 0) + 1
 
 
 def _patch_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -329,7 +332,7 @@ def _snapshot_of(con: duckdb.DuckDBPyConnection, published: int) -> int | None:
                        "AND table_name = ?", [SNAPSHOT]).fetchall()[0][0]:
         return None
     row = con.execute(f"SELECT publish, writer_state FROM publish.{SNAPSHOT}").fetchall()
-    if not row or row[0][1] != _meta(con, "state") or row[0][0] not in (published - 1, published):
+    if not row or row[0][1] != meta(con, "state") or row[0][0] not in (published - 1, published):
         return None
     return row[0][0]
 

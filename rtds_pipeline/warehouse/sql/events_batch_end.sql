@@ -1,12 +1,7 @@
--- Record rebuilt days (events_batch.sql) once their rows are in the Delta table.
--- Parameters: $days (DATE[]), $batch.
-DELETE FROM {table}_keys
-WHERE list_contains($days, occurred_date)
-   OR (key_of(h, l), occurred_date) IN (SELECT k, day FROM batch_beaten);
-INSERT INTO {table}_keys SELECT key_hi(k), key_lo(k), day, pos, source FROM batch_final;
-DELETE FROM {table}_late_copies
-WHERE list_contains($days, occurred_date)
-   OR (id, occurred_date) IN (SELECT id, day FROM batch_beaten);
+-- Record rebuilt days (events_batch.sql) once their rows are in the Delta table and their keys
+-- in the key store. Parameters: $days (DATE[]), $batch.
+DELETE FROM {table}_late_copies WHERE list_contains($days, occurred_date);
+DELETE FROM cold_days WHERE table_name = '{table}' AND list_contains($days, day);
 
 INSERT INTO load_log
 SELECT '{table}', d.day, now(), $batch, 'rebuild',

@@ -54,6 +54,16 @@ CREATE TABLE IF NOT EXISTS load_batches (
     rows       BIGINT                 -- rows written to the Delta table
 );
 
+-- Days behind the horizon that committed windows brought rows of (late devices): not loaded by
+-- the window loads, whose keys cover the hot days only, but rebuilt from the landing zone by the
+-- maintenance job (`fold_in_cold`), which deletes their rows here.
+CREATE TABLE IF NOT EXISTS cold_days (
+    table_name VARCHAR NOT NULL,
+    day        DATE    NOT NULL,
+    rows       BIGINT,            -- landed rows of the day one window brought
+    seen_at    TIMESTAMPTZ
+);
+
 -- What each load did per day, for checks and for people.
 CREATE TABLE IF NOT EXISTS load_log (
     table_name       VARCHAR,
