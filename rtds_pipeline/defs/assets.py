@@ -47,10 +47,11 @@ def _check_specs(table: str) -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec("unique_id", asset=table, blocking=True,
                           description="Every id landed (by the loaded windows, the rebuilt days, "
                                       "or — in the maintenance job — the whole landing zone) is "
-                                      "kept exactly once."),
+                                      "kept exactly once in its occurred day."),
         dg.AssetCheckSpec("reconciliation", asset=table, blocking=True,
                           description="No landed id is missing from the table; the maintenance "
-                                      "job also checks rows = distinct ids = index keys = landed ids."),
+                                      "job also checks rows = distinct (id, day)s = landed ones, "
+                                      "and the hot days' keys = their rows."),
         dg.AssetCheckSpec("dead_letters", asset=table,
                           description="Unparseable lines in the windows that landed these days."),
         dg.AssetCheckSpec("quarantine", asset=table,

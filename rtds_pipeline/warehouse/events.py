@@ -697,6 +697,6 @@ def refresh_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
 
 def forget_tables(lake: Lake) -> None:
     """Remove the lake's curated tables: the writer's state is new, so they are recomputed from
-    the landing zone (the source of truth) rather than trusted without their id index."""
+    the landing zone (the source of truth) rather than trusted without their keys."""
     for table in TABLES.values():
         lake.remove_tree("tables", table)

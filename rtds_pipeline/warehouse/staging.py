@@ -52,7 +52,7 @@ def stage(con: duckdb.DuckDBPyConnection, kind: str, rows_query: str,
 
 def add_late_copies(con: duckdb.DuckDBPyConnection, kind: str, copies: str) -> None:
     """Copies that arrived after their id's row was staged (`copies`: a query of id, n): their
-    counts join the rows, which count as changed. Probes one 8-byte column, like the id index."""
+    counts join the rows, which count as changed. Probes one 8-byte column."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE stg_copies AS SELECT id, key_hi(md5_number(id)) AS h, "
                 f"sum(n)::INTEGER AS n FROM ({copies}) GROUP BY id")
     if not con.execute("SELECT count(*) FROM stg_copies").fetchall()[0][0]:

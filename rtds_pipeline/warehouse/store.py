@@ -1,7 +1,7 @@
 """The DuckDB warehouse file: one writer at a time, readers never locked out.
 
 The event rows live in the lake as Delta tables (`warehouse/delta.py`); the pipeline's own state
-(the landing manifest, the id index, the marts) lives in a private DuckDB file,
+(the landing manifest, the marts) lives in a private DuckDB file,
 `.warehouse/<name>.duckdb`, guarded by a lock file so only one writer runs even outside
 Dagster's pool. After each successful write the pipeline publishes `warehouse.duckdb` for
 readers: a new small file holding views over the Delta tables' current files, the marts and the
@@ -30,7 +30,7 @@ from rtds_pipeline.warehouse.sqlscripts import meta, set_meta, transaction
 
 LAYOUT = "6"  # the dedupe keys in per-day key stores; bump when the writer's file must be started anew
 
-# The writer's tables that stay private: large (the id index) or bookkeeping only.
+# The writer's tables that stay private: large (the staging) or bookkeeping only.
 PRIVATE = ("landing_files", "load_batches",
            "warehouse_meta", "stg_events", "stg_removed", "mart_watermarks", "publish_log",
            "publish_marks", "row_maps")
@@ -246,8 +246,8 @@ class Warehouse:
     def _config(self) -> dict[str, str | bool | int | float | list[str]]:
         # Storage format of DuckDB 1.2: the analyst's own DuckDB client need not be 2.0 (the only
         # CLI on PyPI, duckdb-cli 1.5, cannot open a file in 2.0's format; same size and speed).
-        # DuckDB picks each column's compression: the id index is scanned by every load, and
-        # forced zstd (kept from when the raw JSON lived here) cost ~3x on that scan.
+        # DuckDB picks each column's compression: forced zstd (kept from when the raw JSON
+        # lived here) cost ~3x on the scans of the loads.
         config: dict[str, str | bool | int | float | list[str]] = {"storage_compatibility_version": "v1.2.0"}
         if self.memory_limit:
             config["memory_limit"] = self.memory_limit
