@@ -31,3 +31,11 @@ def test_the_readers_defaults_are_the_settings_defaults():
     loaded, defaults = load_settings({}), Settings()
     assert dataclasses.replace(loaded, sources=(), lake_url=defaults.lake_url,
                                warehouse_path=defaults.warehouse_path) == defaults
+
+
+@pytest.mark.parametrize("value", ["ten", "0", "-5", "3000"])
+def test_a_bad_horizon_names_the_variable_and_what_is_allowed(value):
+    with pytest.raises(SettingsError, match=f"RTDS_HOT_HOURS='{value}'.*from 1 to 2160"):
+        load_settings({"RTDS_HOT_HOURS": value})
+    assert load_settings({"RTDS_HOT_HOURS": "12"}).hot_hours == 12.0
+    assert load_settings({}).hot_hours == 72.0

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -159,6 +160,30 @@ def test_copies_are_deduplicated_within_their_occurred_day_the_same_way_on_every
     want = [("m", "1000000000005", 1, D1), ("m", "1000000000009", 2, D2),
             ("n", "1000000000006", 1, D1), ("o", "1000000000010", 1, D2)]
     assert every_way(tmp_path, lake, [D1, D2]) == dict.fromkeys(WAYS, want)
+
+
+def test_a_day_whose_keys_were_dropped_stays_cold_when_the_horizon_grows(tmp_path, lake):
+    """The key store drops a day once it falls behind the horizon; a longer RTDS_HOT_HOURS set
+    later must not treat that day as hot again (its keys are gone: a late copy would be kept
+    twice). Its rows wait for the fold-in, which rebuilds the whole day from landing."""
+    short = Warehouse(tmp_path / "wh.duckdb", lake, hot_hours=24)
+    for id_, day, offset in (("a", D1, 1), ("b", D3, 2)):  # a load each: D1 keyed, then dropped
+        commit_window(lake, "events", [event(id_, "OPEN", f"{day}T10:00:00.000Z", offset,
+                                             processed=f"{day}T10:00:00.000Z")])
+        with short.writer() as con:
+            wh.sync_manifest(con, lake, [SRC])
+            wh.load_pending(con, lake, "events")
+            assert wh.key_store(con, "events").days() == [dt.date.fromisoformat(day)]
+    commit_window(lake, "events", [event("a", "OPEN", f"{D1}T10:00:00.000Z", 3,
+                                         processed=f"{D3}T11:00:00.000Z")])  # a late copy
+    long = Warehouse(tmp_path / "wh.duckdb", lake, hot_hours=2160)
+    with long.writer() as con:
+        wh.sync_manifest(con, lake, [SRC])
+        assert wh.load_pending(con, lake, "events").deferred == 1
+        assert wh.cold_days(con, "events") == [D1]
+        wh.fold_in_cold(con, lake, "events")
+        assert wh.full_check(con, lake, "events").ok
+    assert sorted(rows(long)) == [("a", "1000000000001", 2, D1), ("b", "1000000000002", 1, D3)]
 
 
 def test_rebuilding_a_day_is_idempotent_and_equals_the_loads(tmp_path, lake):

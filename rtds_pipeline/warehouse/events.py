@@ -149,12 +149,16 @@ def key_store(con: duckdb.DuckDBPyConnection, table: str) -> keys.KeyStore:
 def hot_floor(con: duckdb.DuckDBPyConnection, table: str,
               newest: dt.datetime | None = None) -> dt.date:
     """The first hot day of `table`: the day `hot_hours` before the newest `processed` loaded
-    (or `newest`, a batch's, when later). Before any, every day is hot."""
+    (or `newest`, a batch's, when later), and never before the floor a load used last (a longer
+    horizon set later does not bring a dropped day's keys back: those days stay cold). Before
+    any, every day is hot."""
     clock = max((c for c in (_clock(con, table), newest) if c is not None), default=None)
+    dropped = meta(con, f"keys_from:{table}")
+    floor = dt.date.fromisoformat(dropped) if dropped else dt.date.min
     if clock is None:
-        return dt.date.min
+        return floor
     hours = float(meta(con, "hot_hours") or HOT_HOURS)
-    return (clock.astimezone(dt.UTC) - dt.timedelta(hours=hours)).date()
+    return max(floor, (clock.astimezone(dt.UTC) - dt.timedelta(hours=hours)).date())
 
 
 def _clock(con: duckdb.DuckDBPyConnection, table: str) -> dt.datetime | None:
@@ -407,7 +411,12 @@ def _load_batch(con: duckdb.DuckDBPyConnection, lake: Lake, kind: str, batch: in
         with transaction(con):
             _advance_clock(con, table, result.max_processed)
             _finish_batch(con, table, batch, 0)
-    store.drop_before(hot_floor(con, table))  # days behind the horizon: the lake has them
+    # Days behind the horizon: the lake has them. The floor only moves on, whatever horizon is
+    # set later: a day left cold (keys dropped, or rows deferred) stays cold.
+    floor = hot_floor(con, table)
+    store.drop_before(floor)
+    if floor > dt.date.min:
+        set_meta(con, f"keys_from:{table}", floor.isoformat())
     return result
 
 
