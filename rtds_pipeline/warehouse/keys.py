@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from rocksdict import (
-    AccessType,
     BlockBasedOptions,
     DBCompressionType,
     Options,
@@ -65,25 +64,18 @@ def encode(h: np.ndarray, lo: np.ndarray) -> list[bytes]:
 class KeyStore:
     """The keys of the hot days of one table, in `path` (a RocksDB directory)."""
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         opts = _options()
         families = ({name: _options() for name in Rdict.list_cf(str(self.path), opts)}
                     if (self.path / "CURRENT").exists() else {})
-        self.db = Rdict(str(self.path), opts, column_families=families,
-                        access_type=AccessType.read_only() if read_only else AccessType.read_write())
+        self.db = Rdict(str(self.path), opts, column_families=families)
         self._synced = WriteOptions()
         self._synced.sync = True
 
     def close(self) -> None:
         self.db.close()
-
-    def __enter__(self) -> KeyStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- days --
 

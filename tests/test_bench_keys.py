@@ -1,0 +1,30 @@
+"""`python -m bench.keys` at tiny sizes: it builds the stores through the product's key store,
+probes them (finding the keys it held back) and ends with its RESULT line. Never asserts on
+time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_keys_ends_with_a_result_for_every_size(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.keys", "--keys", "20000,40000", "--runs", "2",
+         "--window", "1000"],
+        cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, text=True,
+        timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("RESULT "), proc.stdout[-2000:]
+    result = json.loads(last.removeprefix("RESULT "))
+    assert [c["keys"] for c in result["configs"]] == [20000, 40000]
+    for c in result["configs"]:
+        assert c["probe_ms"] > 0 and c["put_ms"] > 0 and c["bytes_per_key"] > 0
+    assert result["configs"][0]["ratio"] == {"probe_ms": 1.0, "put_ms": 1.0}
+    assert not list(tmp_path.iterdir())  # the scratch folders are removed
