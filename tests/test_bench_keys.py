@@ -4,25 +4,12 @@ time."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench_runs import bench_result
 
 
 def test_bench_keys_ends_with_a_result_for_every_size(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.keys", "--keys", "20000,40000", "--runs", "2",
-         "--window", "1000"],
-        cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, text=True,
-        timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith("RESULT "), proc.stdout[-2000:]
-    result = json.loads(last.removeprefix("RESULT "))
+    result = bench_result("bench.keys", ["--keys", "20000,40000", "--runs", "2",
+                                         "--window", "1000"], tmp_path)
     assert [c["keys"] for c in result["configs"]] == [20000, 40000]
     for c in result["configs"]:
         assert c["probe_ms"] > 0 and c["put_ms"] > 0 and c["bytes_per_key"] > 0

@@ -4,13 +4,9 @@ Never asserts on time: only that every configuration was measured."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from bench_runs import bench_result
 
 from bench import scale
 from rtds_pipeline.lake.storage import open_lake
@@ -18,21 +14,11 @@ from rtds_pipeline.warehouse import events as wh
 from rtds_pipeline.warehouse.delta import DeltaEvents
 from rtds_pipeline.warehouse.store import Warehouse
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.mark.slow
 def test_bench_scale_ends_with_a_result_for_every_configuration(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.scale", "--day-sizes", "2000,4000", "--history", "5000",
-         "--marts", "--runs", "1", "--window", "500"],
-        cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, text=True,
-        timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith("RESULT "), proc.stdout[-2000:]
-    result = json.loads(last.removeprefix("RESULT "))
-    assert (result["window_events"], result["runs"], result["marts"]) == (500, 1, True)
+    result = bench_result("bench.scale", ["--day-sizes", "2000,4000", "--history", "5000",
+                                          "--marts", "--runs", "1", "--window", "500"], tmp_path)
     configs = result["configs"]
     assert [(c["day_size"], c["history"]) for c in configs] == [(2000, 5000), (4000, 5000)]
     for c in configs:
